@@ -1,0 +1,408 @@
+//! `create`: a complete, checksummed snapshot, or nothing at all.
+//!
+//! The snapshot is built in `snapshots/.partial-<STAMP>/`, every file and
+//! directory fsynced, the manifest written last, then renamed to `<STAMP>/`
+//! and `snapshots/` fsynced: a crash at any instant leaves either no backup or
+//! a complete one, and `list` never shows a `.partial-*` directory.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fs_err as fs;
+use jiff::Timestamp;
+
+use crate::checksum::Algorithm;
+use crate::durable::{Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably, utf8};
+use crate::error::{Error, Result};
+use crate::faults::crash_point;
+use crate::lock::BackupDirLock;
+use crate::manifest::{
+    B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord, MANIFEST_NAME,
+    SourcePaths,
+};
+use crate::paths::RuntimePaths;
+use crate::sqlite::online_backup;
+use crate::stamp::Stamp;
+
+/// How many times a chroma file that changed while being copied is copied.
+const CHROMA_COPY_ATTEMPTS: u32 = 3;
+/// Prefix of a snapshot under construction.
+pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+/// Prefix of a snapshot being deleted.
+pub(crate) const DELETING_PREFIX: &str = ".deleting-";
+
+/// What to capture and how to label it.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Copy the Chroma directory too.
+    pub include_chroma: bool,
+    /// The label recorded in the manifest.
+    pub kind: BackupKind,
+    /// For a pre-restore snapshot: the stamp about to be restored.
+    pub restored_from: Option<Stamp>,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            include_chroma: false,
+            kind: BackupKind::Manual,
+            restored_from: None,
+        }
+    }
+}
+
+/// The wall clock at the millisecond precision manifests record.
+pub(crate) fn now() -> Timestamp {
+    let now = Timestamp::now();
+    now.round(jiff::Unit::Millisecond).unwrap_or(now)
+}
+
+/// Takes a backup of the runtime at `paths` into `paths.backup_dir`.
+///
+/// # Errors
+/// [`Error::Busy`] if another operation holds the backup lock,
+/// [`Error::DbMissing`] if there is no database, [`Error::RegistryJson`] if
+/// the registry is not JSON, [`Error::ChromaUnstable`] /
+/// [`Error::SymlinkRefused`] for chroma, and I/O or SQLite errors naming the
+/// path. On any error no snapshot is left behind.
+pub fn create_backup(paths: &RuntimePaths, options: &CreateOptions, progress: &dyn Progress) -> Result<BackupManifest> {
+    let lock = BackupDirLock::acquire(paths, "create", now())?;
+    create_backup_locked(&lock, paths, options, progress)
+}
+
+/// [`create_backup`] for a caller that already holds the backup lock.
+pub(crate) fn create_backup_locked(
+    _lock: &BackupDirLock,
+    paths: &RuntimePaths,
+    options: &CreateOptions,
+    progress: &dyn Progress,
+) -> Result<BackupManifest> {
+    if !paths.db_path.is_file() {
+        return Err(Error::DbMissing {
+            path: paths.db_path.clone(),
+        });
+    }
+    let snapshots = paths.snapshots_dir();
+    create_dir_durably(&snapshots)?;
+    remove_leftovers(&snapshots)?;
+
+    let created_at = now();
+    let stamp = free_stamp(&snapshots, Stamp::at(created_at));
+    let partial = snapshots.join(format!("{PARTIAL_PREFIX}{stamp}"));
+    fs::create_dir(&partial)?;
+    fsync_dir(&snapshots)?;
+
+    let built = build_snapshot(&partial, paths, options, &stamp, created_at, progress);
+    let manifest = match built {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            // Best effort: the next create removes whatever is left.
+            let _ = fs::remove_dir_all(&partial);
+            return Err(error);
+        }
+    };
+    crash_point("create.before_rename");
+    let done = snapshots.join(stamp.as_str());
+    if let Err(error) = rename_durably(&partial, &done) {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(error);
+    }
+    Ok(manifest)
+}
+
+/// Removes `.partial-*` and `.deleting-*` directories. Only called under the
+/// backup lock, so whoever left them is gone.
+fn remove_leftovers(snapshots: &Utf8Path) -> Result<()> {
+    let mut removed = false;
+    for entry in fs::read_dir(snapshots)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
+            fs::remove_dir_all(entry.path())?;
+            removed = true;
+        }
+    }
+    if removed {
+        fsync_dir(snapshots)?;
+    }
+    Ok(())
+}
+
+/// The first of `base`, `base-2`, `base-3`, ... not yet used.
+fn free_stamp(snapshots: &Utf8Path, base: Stamp) -> Stamp {
+    let taken = |stamp: &Stamp| {
+        [
+            stamp.to_string(),
+            format!("{PARTIAL_PREFIX}{stamp}"),
+            format!("{DELETING_PREFIX}{stamp}"),
+        ]
+        .iter()
+        .any(|name| snapshots.join(name).exists())
+    };
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| base.with_suffix(n))
+        .find(|stamp| !taken(stamp))
+        .unwrap_or(base)
+}
+
+fn build_snapshot(
+    dir: &Utf8Path,
+    paths: &RuntimePaths,
+    options: &CreateOptions,
+    stamp: &Stamp,
+    created_at: Timestamp,
+    progress: &dyn Progress,
+) -> Result<BackupManifest> {
+    let db = copy_db(dir, &paths.db_path, progress)?;
+    crash_point("create.after_db");
+    let registry = copy_registry(dir, &paths.registry_path, progress)?;
+    let chroma = if options.include_chroma {
+        Some(copy_chroma(dir, &paths.chroma_dir, progress)?)
+    } else {
+        None
+    };
+    crash_point("create.after_chroma");
+    let manifest = BackupManifest {
+        format_version: FORMAT_VERSION,
+        stamp: stamp.clone(),
+        created_at,
+        kind: options.kind,
+        restored_from: options.restored_from.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        source: SourcePaths {
+            db_path: paths.db_path.clone(),
+            chroma_dir: paths.chroma_dir.clone(),
+            registry_path: paths.registry_path.clone(),
+        },
+        db,
+        registry,
+        chroma,
+    };
+    write_synced(&dir.join(B3SUMS_NAME), b3sums(&manifest).as_bytes())?;
+    // Written last: a manifest only exists beside files that are all on disk.
+    write_synced(&dir.join(MANIFEST_NAME), manifest.to_json().as_bytes())?;
+    fsync_dir(dir)?;
+    Ok(manifest)
+}
+
+fn write_synced(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn file_name(path: &Utf8Path) -> Result<&str> {
+    path.file_name().ok_or_else(|| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{path}` has no file name"),
+        ))
+    })
+}
+
+fn copy_db(dir: &Utf8Path, db_path: &Utf8Path, progress: &dyn Progress) -> Result<DbRecord> {
+    let relative = format!("db/{}", file_name(db_path)?);
+    fs::create_dir(dir.join("db"))?;
+    let target = dir.join(&relative);
+    let facts = online_backup(db_path, &target)?;
+    let captured_at = now();
+    // The backup API writes the copy itself, so it is hashed from the copy
+    // (fresh in the page cache), never by reading the live file.
+    let (size_bytes, checksum) = hash_regular_file(&target, Algorithm::Blake3, progress)?;
+    fsync_dir(&dir.join("db"))?;
+    Ok(DbRecord {
+        path: relative,
+        size_bytes,
+        checksum,
+        page_size: facts.page_size,
+        page_count: facts.page_count,
+        user_version: facts.user_version,
+        captured_at,
+    })
+}
+
+fn copy_registry(dir: &Utf8Path, registry_path: &Utf8Path, progress: &dyn Progress) -> Result<Option<FileRecord>> {
+    match fs::symlink_metadata(registry_path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error.into()),
+        Ok(_) => {}
+    }
+    let relative = format!("config/{}", file_name(registry_path)?);
+    fs::create_dir(dir.join("config"))?;
+    let target = dir.join(&relative);
+    let (size_bytes, checksum) = copy_hashed(registry_path, &target, Algorithm::Blake3, progress)?;
+    // Parsed from the copy: what is proven valid is exactly what was saved.
+    let reader = std::io::BufReader::new(fs::File::open(&target)?);
+    serde_json::from_reader::<_, serde::de::IgnoredAny>(reader).map_err(|source| Error::RegistryJson {
+        path: registry_path.to_owned(),
+        source,
+    })?;
+    fsync_dir(&dir.join("config"))?;
+    Ok(Some(FileRecord {
+        path: relative,
+        size_bytes,
+        checksum,
+    }))
+}
+
+/// A file or directory found under a tree root, relative and `/`-separated.
+pub(crate) struct TreeEntry {
+    pub relative: String,
+    pub is_dir: bool,
+}
+
+/// Lists a tree, parents before children, sorted; refuses symlinks and
+/// anything that is not a file or directory.
+pub(crate) fn walk_tree(root: &Utf8Path) -> Result<Vec<TreeEntry>> {
+    let mut entries = Vec::new();
+    let mut pending = vec![String::new()];
+    while let Some(relative_dir) = pending.pop() {
+        let dir = if relative_dir.is_empty() {
+            root.to_owned()
+        } else {
+            root.join(&relative_dir)
+        };
+        let mut children = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = utf8(entry.path())?;
+            let file_type = entry.file_type()?;
+            let name = path.file_name().unwrap_or_default().to_owned();
+            let relative = if relative_dir.is_empty() {
+                name
+            } else {
+                format!("{relative_dir}/{name}")
+            };
+            if file_type.is_symlink() {
+                return Err(Error::SymlinkRefused { path });
+            }
+            if !file_type.is_dir() && !file_type.is_file() {
+                return Err(Error::UnsupportedFileType { path });
+            }
+            children.push(TreeEntry {
+                relative,
+                is_dir: file_type.is_dir(),
+            });
+        }
+        children.sort_by(|a, b| a.relative.cmp(&b.relative));
+        for child in children.iter().rev().filter(|c| c.is_dir) {
+            pending.push(child.relative.clone());
+        }
+        entries.extend(children);
+    }
+    entries.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(entries)
+}
+
+/// SQLite's sidecars are folded into the online backup of their database.
+fn is_sqlite_sidecar(relative: &str, all: &[TreeEntry]) -> bool {
+    ["-wal", "-shm", "-journal"].iter().any(|suffix| {
+        relative
+            .strip_suffix(suffix)
+            .is_some_and(|db| db.ends_with(".sqlite3") && all.iter().any(|e| e.relative == db))
+    })
+}
+
+fn copy_chroma(dir: &Utf8Path, chroma_dir: &Utf8Path, progress: &dyn Progress) -> Result<ChromaRecord> {
+    let meta = fs::symlink_metadata(chroma_dir)?;
+    if meta.file_type().is_symlink() {
+        return Err(Error::SymlinkRefused {
+            path: chroma_dir.to_owned(),
+        });
+    }
+    let target_root = dir.join("chroma");
+    fs::create_dir(&target_root)?;
+    let entries = walk_tree(chroma_dir)?;
+    let mut files = Vec::new();
+    let mut dirs = vec![target_root.clone()];
+    for entry in &entries {
+        let source = chroma_dir.join(&entry.relative);
+        let target = target_root.join(&entry.relative);
+        if entry.is_dir {
+            fs::create_dir(&target)?;
+            dirs.push(target);
+            continue;
+        }
+        if is_sqlite_sidecar(&entry.relative, &entries) {
+            continue;
+        }
+        let (size_bytes, checksum) = if entry.relative.ends_with(".sqlite3") {
+            online_backup(&source, &target)?;
+            hash_regular_file(&target, Algorithm::Blake3, progress)?
+        } else {
+            copy_unchanging(&source, &target, progress)?
+        };
+        files.push(FileRecord {
+            path: entry.relative.clone(),
+            size_bytes,
+            checksum,
+        });
+    }
+    for dir in dirs.iter().rev() {
+        fsync_dir(dir)?;
+    }
+    Ok(ChromaRecord {
+        path: "chroma".to_owned(),
+        file_count: files.len() as u64,
+        total_bytes: files.iter().map(|f| f.size_bytes).sum(),
+        captured_at: now(),
+        files,
+    })
+}
+
+fn size_and_mtime(path: &Utf8Path) -> Result<(u64, Option<SystemTime>)> {
+    let meta = fs::symlink_metadata(path)?;
+    Ok((meta.len(), meta.modified().ok()))
+}
+
+/// Copies a file that a live writer may be changing: the copy only counts if
+/// the source's size and mtime were the same before and after it.
+fn copy_unchanging(source: &Utf8Path, target: &Utf8Path, progress: &dyn Progress) -> Result<(u64, crate::Checksum)> {
+    for attempt in 1..=CHROMA_COPY_ATTEMPTS {
+        if attempt > 1 {
+            fs::remove_file(target)?;
+        }
+        let before = size_and_mtime(source)?;
+        let (size, checksum) = copy_hashed(source, target, Algorithm::Blake3, progress)?;
+        let after = size_and_mtime(source)?;
+        if before == after && size == after.0 {
+            return Ok((size, checksum));
+        }
+    }
+    Err(Error::ChromaUnstable {
+        path: source.to_owned(),
+        attempts: CHROMA_COPY_ATTEMPTS,
+    })
+}
+
+/// `B3SUMS` in `b3sum`'s format, so `b3sum -c B3SUMS` checks a snapshot by hand.
+fn b3sums(manifest: &BackupManifest) -> String {
+    let mut out = String::new();
+    for (path, _, checksum) in manifest.files() {
+        if checksum.algorithm() != Algorithm::Blake3 {
+            continue;
+        }
+        // b3sum escapes names holding `\` or a newline and marks the line with
+        // a leading backslash.
+        if path.contains('\\') || path.contains('\n') {
+            let escaped = path.replace('\\', "\\\\").replace('\n', "\\n");
+            let _ = writeln!(out, "\\{}  {escaped}", checksum.hex());
+        } else {
+            let _ = writeln!(out, "{}  {path}", checksum.hex());
+        }
+    }
+    out
+}
+
+/// Where a stamp's snapshot lives; the stamp is already validated.
+pub(crate) fn snapshot_dir(paths: &RuntimePaths, stamp: &Stamp) -> Utf8PathBuf {
+    paths.snapshots_dir().join(stamp.as_str())
+}

@@ -1,0 +1,150 @@
+//! Crash-safe file writing: temp file, fsync, rename, fsync the directory.
+//!
+//! Nothing here is durable until both the file and the directory entry that
+//! names it have reached the disk, so every helper ends with both fsyncs.
+
+use std::io::{Read, Write};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fs_err as fs;
+
+use crate::checksum::{Algorithm, BUFFER_SIZE, Checksum, Hasher};
+use crate::error::{Error, Result};
+use crate::paths::parent_or_dot;
+
+/// Reports bytes as they are copied or hashed; the CLI draws a bar from it.
+pub trait Progress: Sync {
+    /// `bytes` more have been processed.
+    fn advance(&self, bytes: u64);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// Flushes a directory's entries (creations, renames, removals) to disk.
+pub fn fsync_dir(dir: &Utf8Path) -> Result<()> {
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Copies `from` to a new file `to`, hashing the bytes as they pass (one read
+/// of each byte), and fsyncs `to`. Fails if `to` exists.
+pub(crate) fn copy_hashed(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> Result<(u64, Checksum)> {
+    let mut source = fs::File::open(from)?;
+    let mut target = fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    let mut hasher = Hasher::new(algorithm);
+    let mut buffer = vec![0; BUFFER_SIZE];
+    let mut total = 0u64;
+    loop {
+        let read = match source.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error.into()),
+        };
+        hasher.update(&buffer[..read]);
+        target.write_all(&buffer[..read])?;
+        total += read as u64;
+        progress.advance(read as u64);
+    }
+    target.sync_all()?;
+    Ok((total, hasher.finish()))
+}
+
+/// Hashes a file that must be a regular file (a symlink is refused, not followed).
+pub(crate) fn hash_regular_file(path: &Utf8Path, algorithm: Algorithm, progress: &dyn Progress) -> Result<(u64, Checksum)> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Err(Error::SymlinkRefused { path: path.to_owned() });
+    }
+    if !meta.is_file() {
+        return Err(Error::UnsupportedFileType { path: path.to_owned() });
+    }
+    let file = fs::File::open(path)?;
+    let reader = ProgressReader { inner: file, progress };
+    Ok(crate::checksum::hash_reader(reader, algorithm)?)
+}
+
+struct ProgressReader<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.progress.advance(read as u64);
+        Ok(read)
+    }
+}
+
+/// The temp name used beside `target` while it is being replaced.
+pub(crate) fn temp_path_for(target: &Utf8Path, purpose: &str) -> Utf8PathBuf {
+    let name = target.file_name().unwrap_or("file");
+    parent_or_dot(target).join(format!(".{name}.{purpose}-tmp"))
+}
+
+/// Writes `bytes` to `target` atomically: a reader sees the old content or
+/// the new, never a mix, also across a crash.
+pub fn write_atomic(target: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    let temp = temp_path_for(target, "write");
+    remove_if_exists(&temp)?;
+    let result = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        rename_durably(&temp, target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Renames and fsyncs the directory (or directories) involved.
+pub(crate) fn rename_durably(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    fs::rename(from, to)?;
+    let to_dir = parent_or_dot(to);
+    fsync_dir(to_dir)?;
+    let from_dir = parent_or_dot(from);
+    if from_dir != to_dir {
+        fsync_dir(from_dir)?;
+    }
+    Ok(())
+}
+
+/// Removes a file, treating "already gone" as success.
+pub(crate) fn remove_if_exists(path: &Utf8Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Creates a directory and every missing parent, then fsyncs the parent so
+/// the new entry survives a crash.
+pub(crate) fn create_dir_durably(dir: &Utf8Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    fsync_dir(parent_or_dot(dir))
+}
+
+/// Converts an OS path to UTF-8 or names it in the error.
+pub(crate) fn utf8(path: std::path::PathBuf) -> Result<Utf8PathBuf> {
+    Utf8PathBuf::from_path_buf(path).map_err(|path| Error::NonUtf8Path {
+        path: path.to_string_lossy().into_owned(),
+    })
+}

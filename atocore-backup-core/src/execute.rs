@@ -1,0 +1,565 @@
+//! Restore execution: gates, then one exhaustive `match` over the plan.
+
+use std::time::Instant;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fs_err as fs;
+use serde::{Deserialize, Serialize};
+
+use crate::create::{CreateOptions, create_backup_locked, now, snapshot_dir};
+use crate::durable::{
+    Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably, temp_path_for,
+};
+use crate::error::{Error, Result};
+use crate::faults::{crash_point, injected};
+use crate::leftovers::{INNER_OLD, INNER_STAGING, RESTORE_TMP, chroma_old_beside, chroma_staging_beside};
+use crate::lock::{BackupDirLock, ServiceLock};
+use crate::manifest::{BackupKind, BackupManifest, ChromaRecord};
+use crate::marker::RestoreMarker;
+use crate::observe::observe_restore;
+use crate::paths::{RuntimePaths, parent_or_dot};
+use crate::plan::{ChromaSwap, RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
+use crate::sqlite::{check_exclusive, checkpoint_truncate, integrity_check_live};
+use crate::stamp::Stamp;
+use crate::validate::{resolve_inside, validate_backup};
+
+/// What happened to one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// It ran and succeeded.
+    Ok,
+    /// It did not run: the plan skipped it, or an earlier step failed.
+    Skipped,
+    /// It ran and failed; later steps are skipped.
+    Failed,
+}
+
+/// A planned step and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The step as planned.
+    #[serde(flatten)]
+    pub step: RestoreStep,
+    /// Its outcome.
+    pub status: StepStatus,
+    /// What it did, or why it failed or was skipped.
+    pub detail: String,
+    /// Wall time spent in it.
+    pub duration_ms: u64,
+}
+
+/// The plan plus one outcome per step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// Version of the plan's JSON shape.
+    pub format_version: u32,
+    /// The backup restored.
+    pub stamp: Stamp,
+    /// Its snapshot directory.
+    pub backup_path: Utf8PathBuf,
+    /// Whether chroma was restored.
+    pub include_chroma: bool,
+    /// Whether a pre-restore snapshot was planned.
+    pub pre_restore_snapshot: bool,
+    /// Where the restore wrote.
+    pub targets: RestoreTargets,
+    /// Every planned step with its outcome, in order.
+    pub steps: Vec<StepReport>,
+    /// The plan's warnings.
+    pub warnings: Vec<String>,
+    /// The pre-restore snapshot taken: `restore <it>` undoes this restore.
+    pub pre_restore_stamp: Option<Stamp>,
+    /// What `PRAGMA integrity_check` returned on the restored db.
+    pub integrity_check: Option<String>,
+    /// True only if every step that ran succeeded and integrity is `ok`.
+    pub success: bool,
+}
+
+impl RestoreReport {
+    /// The first failed step, if any.
+    pub fn failed_step(&self) -> Option<&StepReport> {
+        self.steps.iter().find(|s| s.status == StepStatus::Failed)
+    }
+}
+
+/// Loads the backup and plans its restore into `paths`, touching nothing:
+/// this is `restore --dry-run` and the HTTP preview.
+///
+/// # Errors
+/// [`Error::BackupNotFound`], manifest errors, I/O errors while observing,
+/// and [`Error::Refused`] when the planner refuses.
+pub fn preview_restore(paths: &RuntimePaths, stamp: &Stamp, options: &RestoreOptions) -> Result<RestorePlan> {
+    let (manifest, backup_path) = load_backup(paths, stamp)?;
+    let facts = observe_restore(paths, &backup_path)?;
+    plan_restore(&manifest, options, &facts).map_err(|refusal| Error::Refused {
+        stamp: stamp.to_string(),
+        refusal,
+    })
+}
+
+fn load_backup(paths: &RuntimePaths, stamp: &Stamp) -> Result<(BackupManifest, Utf8PathBuf)> {
+    let dir = snapshot_dir(paths, stamp);
+    if !dir.is_dir() {
+        return Err(Error::BackupNotFound {
+            stamp: stamp.to_string(),
+            dir: paths.snapshots_dir(),
+        });
+    }
+    Ok((BackupManifest::load(&dir)?, dir))
+}
+
+/// Restores backup `stamp` into `paths`.
+///
+/// Nothing changes on disk unless every gate passes: the caller confirmed the
+/// service is stopped, the backup lock and the service lock are free, and
+/// `BEGIN EXCLUSIVE` on the live db succeeds at once. Both locks are held
+/// until the report is returned.
+///
+/// # Errors
+/// [`Error::NotConfirmed`], [`Error::Busy`], [`Error::ServiceRunning`],
+/// [`Error::DbInUse`], [`Error::Refused`], [`Error::BackupNotFound`] and
+/// manifest errors, all before anything changes. Failures of the steps
+/// themselves are in the report, not errors.
+pub fn restore_backup(
+    paths: &RuntimePaths,
+    stamp: &Stamp,
+    options: &RestoreOptions,
+    confirm_service_stopped: bool,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    if !confirm_service_stopped {
+        return Err(Error::NotConfirmed {
+            stamp: stamp.to_string(),
+        });
+    }
+    let lock = BackupDirLock::acquire(paths, "restore", now())?;
+    let service_lock = ServiceLock::acquire_ignoring_marker(paths)?;
+    if paths.db_path.is_file() {
+        check_exclusive(&paths.db_path)?;
+    }
+    let plan = preview_restore(paths, stamp, options)?;
+    let report = Executor {
+        paths,
+        lock: &lock,
+        progress,
+        pre_restore_stamp: None,
+        integrity_check: None,
+        live_changed: false,
+    }
+    .run(plan);
+    drop(service_lock);
+    Ok(report)
+}
+
+struct Executor<'a> {
+    paths: &'a RuntimePaths,
+    lock: &'a BackupDirLock,
+    progress: &'a dyn Progress,
+    pre_restore_stamp: Option<Stamp>,
+    integrity_check: Option<String>,
+    /// Whether any live file has been touched; until then a failure can
+    /// remove the marker, because the runtime is still exactly as it was.
+    live_changed: bool,
+}
+
+/// What a step ended as, before timing is attached.
+enum Outcome {
+    Done(String),
+    Skipped(String),
+}
+
+impl Executor<'_> {
+    fn run(mut self, plan: RestorePlan) -> RestoreReport {
+        let RestorePlan {
+            format_version,
+            stamp,
+            backup_path,
+            include_chroma,
+            pre_restore_snapshot,
+            targets,
+            steps,
+            mut warnings,
+        } = plan;
+        let manifest = BackupManifest::load(&backup_path);
+        let mut reports = Vec::with_capacity(steps.len());
+        let mut failed = false;
+        for step in steps {
+            let started = Instant::now();
+            let outcome = if failed {
+                Ok(Outcome::Skipped("not run: an earlier step failed".to_owned()))
+            } else if let Some(reason) = step.skip_reason() {
+                Ok(Outcome::Skipped(reason.to_owned()))
+            } else {
+                match &manifest {
+                    Ok(manifest) => self.execute(&step, &stamp, manifest),
+                    Err(error) => Err(Error::InvalidBackup {
+                        stamp: stamp.to_string(),
+                        first_error: error.chain(),
+                    }),
+                }
+            };
+            let (status, detail) = match outcome {
+                Ok(Outcome::Done(detail)) => (StepStatus::Ok, detail),
+                Ok(Outcome::Skipped(detail)) => (StepStatus::Skipped, detail),
+                Err(error) => {
+                    failed = true;
+                    (StepStatus::Failed, self.failure_detail(&error))
+                }
+            };
+            reports.push(StepReport {
+                step,
+                status,
+                detail,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        if failed && !self.live_changed {
+            // Nothing live was touched: leave no marker that would keep the
+            // service from starting on a runtime that is fine as it is.
+            if RestoreMarker::remove(self.paths).is_ok() {
+                warnings.push("the restore stopped before changing the live runtime; it is unchanged".to_owned());
+            }
+        }
+        let integrity_ok = self.integrity_check.as_deref() == Some("ok");
+        RestoreReport {
+            format_version,
+            stamp,
+            backup_path,
+            include_chroma,
+            pre_restore_snapshot,
+            targets,
+            success: !failed && integrity_ok,
+            steps: reports,
+            warnings,
+            pre_restore_stamp: self.pre_restore_stamp,
+            integrity_check: self.integrity_check,
+        }
+    }
+
+    fn failure_detail(&self, error: &Error) -> String {
+        match (&self.pre_restore_stamp, self.live_changed) {
+            (Some(pre), true) => format!(
+                "{}; the runtime is half-restored: restore `{pre}` to get back to where it was",
+                error.chain()
+            ),
+            _ => error.chain(),
+        }
+    }
+
+    fn execute(&mut self, step: &RestoreStep, stamp: &Stamp, manifest: &BackupManifest) -> Result<Outcome> {
+        match step {
+            RestoreStep::ValidateBackup => {
+                let report = validate_backup(&self.paths.backup_dir, stamp)?;
+                if !report.valid {
+                    return Err(Error::InvalidBackup {
+                        stamp: stamp.to_string(),
+                        first_error: report.first_error().to_owned(),
+                    });
+                }
+                Ok(Outcome::Done(format!("{} checks passed", report.checks.len())))
+            }
+            RestoreStep::CheckFreeSpace { required_bytes, .. } => {
+                let facts = observe_restore(self.paths, &snapshot_dir(self.paths, stamp))?;
+                if facts.available_bytes < *required_bytes {
+                    return Err(Error::Refused {
+                        stamp: stamp.to_string(),
+                        refusal: crate::RestoreRefusal::InsufficientSpace {
+                            required_bytes: *required_bytes,
+                            available_bytes: facts.available_bytes,
+                        },
+                    });
+                }
+                Ok(Outcome::Done(format!(
+                    "{required_bytes} bytes needed, {} available",
+                    facts.available_bytes
+                )))
+            }
+            RestoreStep::WriteRestoreMarker { path } => {
+                RestoreMarker {
+                    stamp: stamp.clone(),
+                    started_at: now(),
+                    pid: std::process::id(),
+                    pre_restore_stamp: None,
+                }
+                .write(self.paths)?;
+                crash_point("restore.after_marker");
+                Ok(Outcome::Done(format!("wrote `{path}`")))
+            }
+            RestoreStep::PreRestoreSnapshot { include_chroma, .. } => {
+                let options = CreateOptions {
+                    include_chroma: *include_chroma,
+                    kind: BackupKind::PreRestore,
+                    restored_from: Some(stamp.clone()),
+                };
+                let snapshot = create_backup_locked(self.lock, self.paths, &options, self.progress)?;
+                self.pre_restore_stamp = Some(snapshot.stamp.clone());
+                let mut marker = RestoreMarker::read(self.paths)?.unwrap_or(RestoreMarker {
+                    stamp: stamp.clone(),
+                    started_at: now(),
+                    pid: std::process::id(),
+                    pre_restore_stamp: None,
+                });
+                marker.pre_restore_stamp = Some(snapshot.stamp.clone());
+                marker.write(self.paths)?;
+                Ok(Outcome::Done(format!(
+                    "snapshot `{}` holds the runtime as it was; restore it to undo this restore",
+                    snapshot.stamp
+                )))
+            }
+            RestoreStep::CheckpointWal { db_path, .. } => {
+                self.live_changed = true;
+                let checkpoint = checkpoint_truncate(db_path)?;
+                if checkpoint.busy != 0 {
+                    return Err(Error::DbInUse {
+                        path: db_path.clone(),
+                        reason: "wal_checkpoint(TRUNCATE) reported busy = 1, so the -wal still holds committed data"
+                            .to_owned(),
+                    });
+                }
+                Ok(Outcome::Done(format!(
+                    "busy 0, {} of {} frames checkpointed",
+                    checkpoint.checkpointed_frames, checkpoint.log_frames
+                )))
+            }
+            RestoreStep::RemoveSidecars { paths } => {
+                self.live_changed = true;
+                let mut removed = Vec::new();
+                for path in paths {
+                    if remove_if_exists(path)? {
+                        removed.push(path.as_str());
+                    }
+                }
+                fsync_dir(self.paths.db_dir())?;
+                if let Some(survivor) = paths.iter().find(|p| p.symlink_metadata().is_ok()) {
+                    return Err(Error::Io(std::io::Error::other(format!(
+                        "sidecar `{survivor}` still exists after removal"
+                    ))));
+                }
+                Ok(Outcome::Done(if removed.is_empty() {
+                    "no sidecars present".to_owned()
+                } else {
+                    format!("removed {}", removed.join(", "))
+                }))
+            }
+            RestoreStep::ReplaceDb { from, to } => {
+                self.live_changed = true;
+                replace_file(from, to, &manifest.db.checksum, "restore.before_db_rename", self.progress)?;
+                crash_point("restore.after_db_swap");
+                Ok(Outcome::Done(format!("`{to}` replaced ({} bytes)", manifest.db.size_bytes)))
+            }
+            RestoreStep::RestoreRegistry { from, to, .. } => {
+                let (Some(from), Some(record)) = (from, &manifest.registry) else {
+                    return Ok(Outcome::Skipped("the backup has no registry".to_owned()));
+                };
+                replace_file(from, to, &record.checksum, "restore.before_registry_rename", self.progress)?;
+                crash_point("restore.after_registry");
+                Ok(Outcome::Done(format!("`{to}` replaced ({} bytes)", record.size_bytes)))
+            }
+            RestoreStep::RestoreChroma { from, to, swap, .. } => {
+                let (Some(from), Some(record)) = (from, &manifest.chroma) else {
+                    return Ok(Outcome::Skipped("the backup has no chroma".to_owned()));
+                };
+                let method = restore_chroma(from, to, record, *swap, self.progress)?;
+                crash_point("restore.after_chroma");
+                Ok(Outcome::Done(format!("{} files restored by {method}", record.file_count)))
+            }
+            RestoreStep::IntegrityCheck { db_path } => {
+                let text = integrity_check_live(db_path)?;
+                self.integrity_check = Some(text.clone());
+                if text != "ok" {
+                    return Err(Error::Io(std::io::Error::other(format!(
+                        "integrity_check on `{db_path}` returned: {text}"
+                    ))));
+                }
+                Ok(Outcome::Done(text))
+            }
+            RestoreStep::RemoveRestoreMarker { path } => {
+                RestoreMarker::remove(self.paths)?;
+                Ok(Outcome::Done(format!("removed `{path}`")))
+            }
+        }
+    }
+}
+
+/// Copies `from` to a temp file beside `to`, verifies it against `expected`,
+/// fsyncs it and renames it over `to`: a crash leaves the old file or the new.
+fn replace_file(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    expected: &crate::Checksum,
+    crash_before_rename: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
+    create_dir_durably(parent_or_dot(to))?;
+    refuse_symlink(to)?;
+    let temp = temp_path_for(to, RESTORE_TMP);
+    remove_if_exists(&temp)?;
+    let result = (|| {
+        let (_, actual) = copy_hashed(from, &temp, expected.algorithm(), progress)?;
+        if actual != *expected {
+            return Err(Error::ChecksumMismatch {
+                path: from.to_owned(),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        crash_point(crash_before_rename);
+        rename_durably(&temp, to)
+    })();
+    if result.is_err() {
+        let _ = remove_if_exists(&temp);
+    }
+    result
+}
+
+fn refuse_symlink(path: &Utf8Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::SymlinkRefused { path: path.to_owned() }),
+        _ => Ok(()),
+    }
+}
+
+/// Builds a verified copy of the backup's chroma tree at `staging`.
+fn build_chroma_tree(from: &Utf8Path, staging: &Utf8Path, record: &ChromaRecord, progress: &dyn Progress) -> Result<()> {
+    if staging.symlink_metadata().is_ok() {
+        fs::remove_dir_all(staging)?;
+    }
+    fs::create_dir(staging)?;
+    let mut dirs = vec![staging.to_owned()];
+    for file in &record.files {
+        let source = resolve_inside(from, &file.path).map_err(|problem| {
+            Error::Io(std::io::Error::other(format!("chroma file `{from}/{}`: {problem}", file.path)))
+        })?;
+        let target = staging.join(&file.path);
+        let parent = parent_or_dot(&target).to_owned();
+        if !parent.is_dir() {
+            fs::create_dir_all(&parent)?;
+        }
+        if !dirs.contains(&parent) {
+            dirs.push(parent);
+        }
+        let (_, actual) = copy_hashed(&source, &target, file.checksum.algorithm(), progress)?;
+        if actual != file.checksum {
+            return Err(Error::ChecksumMismatch {
+                path: source,
+                expected: file.checksum.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    // Deepest first so each directory's entries are durable before its parent's.
+    dirs.sort_by_key(|dir| std::cmp::Reverse(dir.as_str().len()));
+    for dir in &dirs {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn is_mount_like(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::BUSY.raw_os_error() || code == rustix::io::Errno::XDEV.raw_os_error()
+    )
+}
+
+/// Replaces the chroma tree; returns how it was done.
+fn restore_chroma(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    record: &ChromaRecord,
+    swap: ChromaSwap,
+    progress: &dyn Progress,
+) -> Result<&'static str> {
+    refuse_symlink(to)?;
+    if swap == ChromaSwap::SwapEntries {
+        swap_entries(from, to, record, progress)?;
+        return Ok("swapping entries inside the mount point");
+    }
+    let staging = chroma_staging_beside(to);
+    let old = chroma_old_beside(to);
+    if old.symlink_metadata().is_ok() {
+        fs::remove_dir_all(&old)?;
+    }
+    build_chroma_tree(from, &staging, record, progress)?;
+    crash_point("restore.chroma_staged");
+    if !to.exists() {
+        rename_durably(&staging, to)?;
+        return Ok("renaming the new tree into place");
+    }
+    match exchange(&staging, to) {
+        Ok(()) => {
+            fsync_dir(parent_or_dot(to))?;
+            crash_point("restore.chroma_exchanged");
+            // After the exchange `staging` holds the old tree.
+            fs::remove_dir_all(&staging)?;
+            fsync_dir(parent_or_dot(to))?;
+            Ok("exchanging the new tree with the old one")
+        }
+        Err(error) if is_mount_like(&error) => {
+            fs::remove_dir_all(&staging)?;
+            swap_entries(from, to, record, progress)?;
+            Ok("swapping entries (the directory could not be renamed)")
+        }
+        Err(error) => Err(Error::Io(std::io::Error::new(
+            error.kind(),
+            format!("cannot swap `{staging}` into `{to}`: {error}"),
+        ))),
+    }
+}
+
+/// Atomically exchanges two directories (`renameat2(RENAME_EXCHANGE)`), so
+/// `to` is at every instant either the complete old tree or the complete new one.
+fn exchange(staging: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
+    if injected("chroma-rename-ebusy") {
+        return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::BUSY.raw_os_error()));
+    }
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        staging.as_std_path(),
+        rustix::fs::CWD,
+        to.as_std_path(),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// For a directory that cannot itself be renamed (a bind mount): stage the
+/// new tree inside it, move the old entries into an inner `old` directory,
+/// move the new ones up, then delete the old. The directory's inode never
+/// changes, and the restore marker covers the instants in between.
+fn swap_entries(from: &Utf8Path, to: &Utf8Path, record: &ChromaRecord, progress: &dyn Progress) -> Result<()> {
+    let staging = to.join(INNER_STAGING);
+    let old = to.join(INNER_OLD);
+    if old.symlink_metadata().is_ok() {
+        fs::remove_dir_all(&old)?;
+    }
+    build_chroma_tree(from, &staging, record, progress)?;
+    fs::create_dir(&old)?;
+    for entry in walk_top_level(to)? {
+        if entry == INNER_STAGING || entry == INNER_OLD {
+            continue;
+        }
+        fs::rename(to.join(&entry), old.join(&entry))?;
+    }
+    fsync_dir(&old)?;
+    fsync_dir(to)?;
+    crash_point("restore.chroma_entries_moved_aside");
+    for entry in walk_top_level(&staging)? {
+        fs::rename(staging.join(&entry), to.join(&entry))?;
+    }
+    fsync_dir(to)?;
+    fs::remove_dir(&staging)?;
+    fs::remove_dir_all(&old)?;
+    fsync_dir(to)?;
+    Ok(())
+}
+
+fn walk_top_level(dir: &Utf8Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,79 @@
+//! Back up, validate and restore the runtime state of the atocore service: a
+//! hot SQLite database in WAL mode, a Chroma vector-store directory and a JSON
+//! project registry.
+//!
+//! The main types are plain serde data, so every adapter (the CLI, the HTTP
+//! admin API, the atocore server itself) serializes the same thing:
+//!
+//! - [`BackupManifest`]: what a snapshot holds (`backup-metadata.json`).
+//! - [`ValidationReport`]: whether a snapshot holds what its manifest says.
+//! - [`RestorePlan`]: what a restore would do, computed without touching
+//!   anything by the pure [`plan_restore`].
+//! - [`RestoreReport`]: the plan plus the outcome of every step.
+//!
+//! Operations:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), atocore_backup_core::Error> {
+//! use atocore_backup_core::{
+//!     CreateOptions, NoProgress, RestoreOptions, RuntimePaths, create_backup, validate_backup,
+//!     preview_restore, restore_backup,
+//! };
+//!
+//! let paths = RuntimePaths::under("/srv/atocore".into());
+//! let manifest = create_backup(&paths, &CreateOptions { include_chroma: true, ..Default::default() }, &NoProgress)?;
+//! let report = validate_backup(&paths.backup_dir, &manifest.stamp)?;
+//! assert!(report.valid);
+//!
+//! let options = RestoreOptions { include_chroma: None, pre_restore_snapshot: true };
+//! let plan = preview_restore(&paths, &manifest.stamp, &options)?; // a dry run
+//! println!("{}", serde_json::to_string_pretty(&plan).unwrap());
+//! // With the service stopped:
+//! let report = restore_backup(&paths, &manifest.stamp, &options, true, &NoProgress)?;
+//! assert!(report.success);
+//! # Ok(()) }
+//! ```
+//!
+//! A running atocore server holds a [`ServiceLock`]; restores refuse while it
+//! is held, and it cannot be taken while a restore is unfinished.
+
+mod checksum;
+mod create;
+mod drill;
+mod durable;
+mod error;
+mod execute;
+mod faults;
+mod leftovers;
+mod list;
+mod lock;
+mod manifest;
+mod marker;
+mod observe;
+mod paths;
+mod plan;
+mod sqlite;
+mod stamp;
+mod validate;
+
+pub use checksum::{Algorithm, Checksum};
+pub use create::{CreateOptions, create_backup};
+pub use drill::{DrillReport, DrillStep, MUTATION_MARKER, SEED_SCHEMA_VERSION, run_drill, seed_runtime};
+pub use durable::{NoProgress, Progress};
+pub use error::{Error, ErrorClass, Result};
+pub use execute::{RestoreReport, StepReport, StepStatus, preview_restore, restore_backup};
+pub use list::{BackupListing, BackupSummary, list_backups};
+pub use lock::{BackupDirLock, LockHolder, ServiceLock};
+pub use manifest::{
+    B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord, MANIFEST_NAME,
+    SourcePaths,
+};
+pub use marker::RestoreMarker;
+pub use observe::observe_restore;
+pub use paths::{PathOverrides, RuntimePaths};
+pub use plan::{
+    ChromaSwap, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions, RestorePlan, RestoreRefusal, RestoreStep,
+    RestoreTargets, plan_restore,
+};
+pub use stamp::Stamp;
+pub use validate::{Check, ValidationReport, validate_backup};

@@ -1,0 +1,172 @@
+//! Everything that touches SQLite files: the online backup, facts about a
+//! copy, integrity checks and checkpoints.
+//!
+//! Live databases are only ever read through SQLite. A plain open/read/close
+//! of a db file inside a process that also has SQLite connections to it drops
+//! that process's POSIX locks, so no code here opens a live db any other way.
+
+use std::time::Duration;
+
+use camino::Utf8Path;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result, sqlite_error};
+
+/// How often a single-pass backup is retried when the source is locked.
+const BUSY_RETRIES: u32 = 50;
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
+
+/// What SQLite says about a database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DbFacts {
+    pub page_size: u64,
+    pub page_count: u64,
+    pub user_version: i64,
+}
+
+/// Copies `source` into the new file `target` with the online backup API in
+/// one `step(-1)`.
+///
+/// A paged copy (100 pages a step, as `.backup` does) restarts whenever
+/// another connection writes, and against a busy writer never finishes; one
+/// step holds a read transaction for the whole copy, so it always captures
+/// one consistent state and never restarts.
+pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFacts> {
+    let source_conn = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(source))?;
+    source_conn
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite_error(source))?;
+    let mut target_conn = Connection::open(target).map_err(sqlite_error(target))?;
+    // The copy is fsynced once at the end; journaling a scratch file that is
+    // deleted on failure only costs time.
+    target_conn
+        .execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+        .map_err(sqlite_error(target))?;
+    {
+        let backup = Backup::new(&source_conn, &mut target_conn).map_err(sqlite_error(target))?;
+        let mut attempts = 0;
+        loop {
+            match backup.step(-1).map_err(sqlite_error(source))? {
+                StepResult::Done => break,
+                // With -1 a `More` cannot happen; every other answer means the
+                // source was locked, so wait and retry the whole pass.
+                _ => {
+                    attempts += 1;
+                    if attempts > BUSY_RETRIES {
+                        return Err(Error::DbBackupBusy { path: source.to_owned() });
+                    }
+                    std::thread::sleep(BUSY_PAUSE);
+                }
+            }
+        }
+    }
+    let facts = read_facts(&target_conn).map_err(sqlite_error(target))?;
+    target_conn
+        .close()
+        .map_err(|(_, source)| sqlite_error(target)(source))?;
+    fs_err::File::open(target)?.sync_all()?;
+    Ok(facts)
+}
+
+fn read_facts(conn: &Connection) -> rusqlite::Result<DbFacts> {
+    let pragma_u64 = |name: &str| conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0));
+    Ok(DbFacts {
+        page_size: u64::try_from(pragma_u64("page_size")?).unwrap_or(0),
+        page_count: u64::try_from(pragma_u64("page_count")?).unwrap_or(0),
+        user_version: pragma_u64("user_version")?,
+    })
+}
+
+/// Opens a backup copy so that nothing, not even a `-shm`, is written beside
+/// it: validation must never modify a backup.
+pub(crate) fn open_immutable(path: &Utf8Path) -> Result<Connection> {
+    let uri = format!("file:{}?immutable=1", uri_escape(path.as_str()));
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(path))
+}
+
+fn uri_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        match byte {
+            b'%' | b'?' | b'#' => out.push_str(&format!("%{byte:02X}")),
+            _ => out.push(byte as char),
+        }
+    }
+    out
+}
+
+/// Runs `PRAGMA integrity_check` and returns SQLite's text (`ok` when sound).
+pub(crate) fn integrity_check(conn: &Connection, path: &Utf8Path) -> Result<String> {
+    let mut statement = conn.prepare("PRAGMA integrity_check").map_err(sqlite_error(path))?;
+    let rows = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(sqlite_error(path))?;
+    let lines = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_error(path))?;
+    Ok(lines.join("\n"))
+}
+
+/// Integrity of a backup copy, opened immutable.
+pub(crate) fn integrity_check_copy(path: &Utf8Path) -> Result<String> {
+    let conn = open_immutable(path)?;
+    integrity_check(&conn, path)
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`'s three columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// 1 when another connection kept the checkpoint from finishing: the
+    /// `-wal` then still holds committed data and must not be deleted.
+    pub busy: i64,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+}
+
+/// Checks that no other connection holds a lock on the live db: `BEGIN
+/// EXCLUSIVE` must succeed at once.
+pub(crate) fn check_exclusive(path: &Utf8Path) -> Result<()> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite_error(path))?;
+    conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(path))?;
+    match conn.execute_batch("BEGIN EXCLUSIVE; ROLLBACK;") {
+        Ok(()) => Ok(()),
+        Err(error) => Err(Error::DbInUse {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Checkpoints the live db and truncates its `-wal`, then closes the
+/// connection so no handle of ours keeps the sidecars open.
+pub(crate) fn checkpoint_truncate(path: &Utf8Path) -> Result<Checkpoint> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite_error(path))?;
+    conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(path))?;
+    let checkpoint = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok(Checkpoint {
+                busy: row.get(0)?,
+                log_frames: row.get(1)?,
+                checkpointed_frames: row.get(2)?,
+            })
+        })
+        .map_err(sqlite_error(path))?;
+    conn.close().map_err(|(_, source)| sqlite_error(path)(source))?;
+    Ok(checkpoint)
+}
+
+/// Integrity of the restored live db, through a normal connection.
+pub(crate) fn integrity_check_live(path: &Utf8Path) -> Result<String> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite_error(path))?;
+    integrity_check(&conn, path)
+}

@@ -1,0 +1,293 @@
+//! `validate`: does a snapshot hold exactly what its manifest says?
+//!
+//! Validation only reads. The db copy is opened `immutable`, so not even a
+//! `-shm` appears beside it; hashing and `PRAGMA integrity_check` run on two
+//! threads at once, each reading its bytes once.
+
+use std::collections::BTreeSet;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use fs_err as fs;
+use serde::{Deserialize, Serialize};
+
+use crate::create::walk_tree;
+use crate::durable::{NoProgress, hash_regular_file};
+use crate::error::{Error, Result};
+use crate::manifest::{B3SUMS_NAME, BackupManifest};
+use crate::sqlite::integrity_check_copy;
+use crate::stamp::Stamp;
+
+/// The outcome of validating one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    /// The stamp validated.
+    pub stamp: Stamp,
+    /// The snapshot directory.
+    pub path: Utf8PathBuf,
+    /// Whether the snapshot directory exists.
+    pub exists: bool,
+    /// True only when `errors` is empty.
+    pub valid: bool,
+    /// Whether the db copy matches its checksum and passes `integrity_check`.
+    pub db_ok: bool,
+    /// Whether the registry copy is intact; `null` when none was captured.
+    pub registry_ok: Option<bool>,
+    /// Whether every chroma file is intact; `null` when chroma was not captured.
+    pub chroma_ok: Option<bool>,
+    /// Every check run, in order.
+    pub checks: Vec<Check>,
+    /// What makes the backup invalid, one sentence each, naming the part.
+    pub errors: Vec<String>,
+    /// What is odd but harmless (an unrecorded extra chroma file).
+    pub warnings: Vec<String>,
+    /// The manifest, when it could be read.
+    pub manifest: Option<BackupManifest>,
+}
+
+/// One named check and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// E.g. `db.integrity_check`, `chroma.files`.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What it found.
+    pub detail: String,
+}
+
+impl ValidationReport {
+    fn new(stamp: &Stamp, path: Utf8PathBuf) -> Self {
+        ValidationReport {
+            stamp: stamp.clone(),
+            path,
+            exists: false,
+            valid: false,
+            db_ok: false,
+            registry_ok: None,
+            chroma_ok: None,
+            checks: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            manifest: None,
+        }
+    }
+
+    fn check(&mut self, name: &str, outcome: std::result::Result<String, String>, error_prefix: &str) -> bool {
+        let ok = outcome.is_ok();
+        let detail = match outcome {
+            Ok(detail) => detail,
+            Err(detail) => {
+                self.errors.push(format!("{error_prefix}: {detail}"));
+                detail
+            }
+        };
+        self.checks.push(Check {
+            name: name.to_owned(),
+            ok,
+            detail,
+        });
+        ok
+    }
+
+    /// The first error, for one-line messages.
+    pub fn first_error(&self) -> &str {
+        self.errors.first().map_or("no errors", String::as_str)
+    }
+}
+
+/// Validates the snapshot `stamp` under `backup_dir`.
+///
+/// An invalid or missing backup is a report with `valid: false`, not an
+/// error: the report says what is wrong.
+///
+/// # Errors
+/// None today; the `Result` leaves room for failures that prevent validating
+/// at all.
+pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<ValidationReport> {
+    let dir = backup_dir.join("snapshots").join(stamp.as_str());
+    let mut report = ValidationReport::new(stamp, dir.clone());
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            report.exists = true;
+            report.check("snapshot.dir", Err(format!("`{dir}` is a symlink")), "snapshot");
+            return Ok(report);
+        }
+        Ok(meta) if meta.is_dir() => report.exists = true,
+        Ok(_) => {
+            report.exists = true;
+            report.check("snapshot.dir", Err(format!("`{dir}` is not a directory")), "snapshot");
+            return Ok(report);
+        }
+        Err(_) => {
+            report.check("snapshot.dir", Err(format!("`{dir}` does not exist")), "snapshot");
+            return Ok(report);
+        }
+    }
+    let manifest = match BackupManifest::load(&dir) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            report.check("manifest", Err(error.chain()), "manifest");
+            return Ok(report);
+        }
+    };
+    report.check("manifest", Ok(format!("format_version {}", manifest.format_version)), "manifest");
+    let stamp_matches = if manifest.stamp == *stamp {
+        Ok(format!("stamp {stamp}"))
+    } else {
+        Err(format!("records stamp `{}`, not `{stamp}`", manifest.stamp))
+    };
+    report.check("manifest.stamp", stamp_matches, "manifest");
+
+    let (integrity, hashes) = std::thread::scope(|scope| {
+        let integrity = scope.spawn(|| check_db_integrity(&dir, &manifest.db.path));
+        let hashes = check_all_files(&dir, &manifest);
+        (integrity.join(), hashes)
+    });
+    let integrity = integrity.unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
+
+    let db_label = format!("db {}", manifest.db.path);
+    let db_checksum_ok = report.check("db.checksum", hashes.db, &db_label);
+    let db_integrity_ok = report.check("db.integrity_check", integrity, &db_label);
+    report.db_ok = db_checksum_ok && db_integrity_ok;
+
+    if let (Some(record), Some(checksum)) = (&manifest.registry, hashes.registry) {
+        let label = format!("registry {}", record.path);
+        let checksum_ok = report.check("registry.checksum", checksum, &label);
+        let json_ok = checksum_ok && report.check("registry.json", parse_json(&dir.join(&record.path)), &label);
+        report.registry_ok = Some(checksum_ok && json_ok);
+    }
+
+    if let Some(chroma) = &manifest.chroma {
+        let mut failed = 0;
+        for (path, outcome) in hashes.chroma {
+            if let Err(problem) = outcome {
+                failed += 1;
+                report.errors.push(format!("chroma file {path}: {problem}"));
+            }
+        }
+        let summary = if failed == 0 {
+            Ok(format!("{} files verified", chroma.files.len()))
+        } else {
+            Err(format!("{failed} of {} files failed", chroma.files.len()))
+        };
+        let ok = summary.is_ok();
+        report.checks.push(Check {
+            name: "chroma.files".to_owned(),
+            ok,
+            detail: summary.unwrap_or_else(|e| e),
+        });
+        let extras = unrecorded_chroma_files(&dir, &chroma.path, &chroma.files);
+        let extras_ok = match extras {
+            Ok(extras) => {
+                for extra in extras {
+                    report
+                        .warnings
+                        .push(format!("chroma file {extra} is not recorded in the manifest"));
+                }
+                true
+            }
+            Err(problem) => report.check("chroma.tree", Err(problem), "chroma"),
+        };
+        report.chroma_ok = Some(ok && extras_ok);
+    }
+
+    if !dir.join(B3SUMS_NAME).is_file() {
+        report
+            .warnings
+            .push(format!("`{}` is missing; `b3sum -c` cannot be used", dir.join(B3SUMS_NAME)));
+    }
+    report.valid = report.errors.is_empty();
+    report.manifest = Some(manifest);
+    Ok(report)
+}
+
+/// Per-part outcomes of checking sizes and checksums.
+struct FileChecks {
+    db: std::result::Result<String, String>,
+    registry: Option<std::result::Result<String, String>>,
+    chroma: Vec<(String, std::result::Result<String, String>)>,
+}
+
+fn check_all_files(dir: &Utf8Path, manifest: &BackupManifest) -> FileChecks {
+    let db = check_file(dir, &manifest.db.path, manifest.db.size_bytes, &manifest.db.checksum);
+    let registry = manifest
+        .registry
+        .as_ref()
+        .map(|r| check_file(dir, &r.path, r.size_bytes, &r.checksum));
+    let chroma = manifest
+        .chroma
+        .iter()
+        .flat_map(|c| {
+            c.files.iter().map(move |f| {
+                let relative = format!("{}/{}", c.path, f.path);
+                (f.path.clone(), check_file(dir, &relative, f.size_bytes, &f.checksum))
+            })
+        })
+        .collect();
+    FileChecks { db, registry, chroma }
+}
+
+/// Refuses a path whose any component inside the snapshot is a symlink, so a
+/// planted link cannot make validation (or restore) read outside the backup.
+pub(crate) fn resolve_inside(dir: &Utf8Path, relative: &str) -> std::result::Result<Utf8PathBuf, String> {
+    let mut path = dir.to_owned();
+    for part in relative.split('/') {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(format!("`{path}` is a symlink")),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err("missing".to_owned()),
+            Err(error) => return Err(crate::Error::Io(error).chain()),
+        }
+    }
+    Ok(path)
+}
+
+fn check_file(
+    dir: &Utf8Path,
+    relative: &str,
+    size: u64,
+    expected: &crate::Checksum,
+) -> std::result::Result<String, String> {
+    let path = resolve_inside(dir, relative)?;
+    let (actual_size, actual) =
+        hash_regular_file(&path, expected.algorithm(), &NoProgress).map_err(|error| error.chain())?;
+    if actual_size != size {
+        return Err(format!("size {actual_size} bytes, manifest records {size}"));
+    }
+    if actual != *expected {
+        return Err("checksum mismatch".to_owned());
+    }
+    Ok(format!("{size} bytes, {expected}"))
+}
+
+fn check_db_integrity(dir: &Utf8Path, relative: &str) -> std::result::Result<String, String> {
+    let path = resolve_inside(dir, relative)?;
+    match integrity_check_copy(&path) {
+        Ok(text) if text == "ok" => Ok(text),
+        Ok(text) => Err(format!("integrity_check: {text}")),
+        Err(error) => Err(error.chain()),
+    }
+}
+
+fn parse_json(path: &Utf8Path) -> std::result::Result<String, String> {
+    let file = fs::File::open(path).map_err(|error| Error::Io(error).chain())?;
+    serde_json::from_reader::<_, serde::de::IgnoredAny>(std::io::BufReader::new(file))
+        .map(|_| "valid JSON".to_owned())
+        .map_err(|error| format!("not valid JSON ({error})"))
+}
+
+fn unrecorded_chroma_files(
+    dir: &Utf8Path,
+    chroma_path: &str,
+    recorded: &[crate::FileRecord],
+) -> std::result::Result<Vec<String>, String> {
+    let root = resolve_inside(dir, chroma_path)?;
+    let recorded: BTreeSet<&str> = recorded.iter().map(|f| f.path.as_str()).collect();
+    let entries = walk_tree(&root).map_err(|error| error.chain())?;
+    Ok(entries
+        .into_iter()
+        .filter(|entry| !entry.is_dir && !recorded.contains(entry.relative.as_str()))
+        .map(|entry| entry.relative)
+        .collect())
+}

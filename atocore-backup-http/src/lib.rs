@@ -1,0 +1,1 @@
+//! HTTP admin API for atocore backups (routes arrive with their own issue).
