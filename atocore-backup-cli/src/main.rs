@@ -1,1 +1,187 @@
-fn main() {}
+//! `atocore-backup`: parse arguments, call the core, print text or JSON.
+
+mod args;
+mod progress;
+mod render;
+
+use std::process::ExitCode;
+
+use atocore_backup_core::{
+    self as core, CreateOptions, Error, ErrorClass, RestoreOptions, RuntimePaths,
+};
+use camino::Utf8PathBuf;
+use clap::Parser;
+use serde::Serialize;
+
+use crate::args::{Cli, Command};
+use crate::progress::TerminalProgress;
+
+/// Exit statuses of the contract.
+mod exit {
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INVALID_BACKUP: u8 = 3;
+    pub const REFUSED: u8 = 4;
+    pub const BUSY: u8 = 5;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprint_line(&format!("error: {}", error.chain()));
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn exit_code(error: &Error) -> u8 {
+    match error.class() {
+        ErrorClass::Failed | ErrorClass::NotFound => exit::FAILED,
+        ErrorClass::BadInput => exit::USAGE,
+        ErrorClass::InvalidBackup => exit::INVALID_BACKUP,
+        ErrorClass::Refused => exit::REFUSED,
+        ErrorClass::Busy => exit::BUSY,
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print(text: &str) {
+    print!("{text}");
+}
+
+#[allow(clippy::print_stderr)]
+fn eprint_line(text: &str) {
+    eprintln!("{text}");
+}
+
+#[allow(clippy::print_stderr)]
+fn eprint(text: &str) {
+    eprint!("{text}");
+}
+
+fn print_json(value: &impl Serialize) {
+    // Plain data with string keys always serializes.
+    print(&format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
+}
+
+fn run(cli: Cli) -> Result<u8, Error> {
+    let paths = RuntimePaths::resolve(cli.paths.into_overrides());
+    match cli.command {
+        Command::Create { include_chroma, json } => {
+            let options = CreateOptions {
+                include_chroma,
+                ..CreateOptions::default()
+            };
+            let manifest = core::create_backup(&paths, &options, &TerminalProgress::new("copying"))?;
+            if json {
+                print_json(&manifest);
+            } else {
+                print(&render::created(&manifest));
+            }
+            Ok(0)
+        }
+        Command::List { json } => {
+            let listing = core::list_backups(&paths)?;
+            if json {
+                print_json(&listing);
+            } else {
+                eprint(&render::warnings(&listing.warnings));
+                print(&render::listing(&listing));
+            }
+            Ok(0)
+        }
+        Command::Validate { stamp, all, json } => {
+            let valid = match stamp {
+                Some(stamp) if !all => {
+                    let report = core::validate_backup(&paths.backup_dir, &stamp)?;
+                    if json {
+                        print_json(&report);
+                    } else {
+                        print(&render::validation(&report));
+                    }
+                    report.valid
+                }
+                _ => {
+                    let all = core::validate_all(&paths)?;
+                    if json {
+                        print_json(&all);
+                    } else {
+                        print(&render::all_validation(&all));
+                    }
+                    all.all_valid
+                }
+            };
+            Ok(if valid { 0 } else { exit::INVALID_BACKUP })
+        }
+        Command::Restore {
+            stamp,
+            confirm_service_stopped,
+            include_chroma,
+            no_chroma,
+            no_pre_restore_snapshot,
+            dry_run,
+            json,
+        } => {
+            let options = RestoreOptions {
+                include_chroma: match (include_chroma, no_chroma) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                pre_restore_snapshot: !no_pre_restore_snapshot,
+            };
+            if dry_run {
+                let plan = core::preview_restore(&paths, &stamp, &options)?;
+                if json {
+                    print_json(&plan);
+                } else {
+                    print(&render::plan(&plan));
+                }
+                return Ok(0);
+            }
+            let progress = TerminalProgress::new("restoring");
+            let report = core::restore_backup(&paths, &stamp, &options, confirm_service_stopped, &progress)?;
+            if json {
+                print_json(&report);
+            } else {
+                print(&render::restore(&report));
+            }
+            Ok(match report.failed_step().map(|s| s.step.name()) {
+                None if report.success => 0,
+                Some("validate_backup") => exit::INVALID_BACKUP,
+                Some("check_free_space") => exit::REFUSED,
+                _ => exit::FAILED,
+            })
+        }
+        Command::Drill { scratch_dir, keep, json } => {
+            let (scratch, _guard) = scratch_root(scratch_dir, keep)?;
+            let report = core::run_drill(&scratch, &TerminalProgress::new("drill"))?;
+            if json {
+                print_json(&report);
+            } else {
+                print(&render::drill(&report));
+            }
+            Ok(if report.success { 0 } else { exit::FAILED })
+        }
+    }
+}
+
+/// The drill's scratch directory: the one given, or a fresh temp directory
+/// removed afterwards unless `--keep`.
+fn scratch_root(given: Option<Utf8PathBuf>, keep: bool) -> Result<(Utf8PathBuf, Option<tempfile::TempDir>), Error> {
+    if let Some(dir) = given {
+        return Ok((dir, None));
+    }
+    let temp = tempfile::Builder::new().prefix("atocore-drill-").tempdir()?;
+    let path = Utf8PathBuf::from_path_buf(temp.path().to_owned()).map_err(|path| Error::NonUtf8Path {
+        path: path.to_string_lossy().into_owned(),
+    })?;
+    if keep {
+        let _ = temp.keep();
+        Ok((path, None))
+    } else {
+        Ok((path, Some(temp)))
+    }
+}

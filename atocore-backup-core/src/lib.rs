@@ -76,4 +76,4 @@ pub use plan::{
     RestoreTargets, plan_restore,
 };
 pub use stamp::Stamp;
-pub use validate::{Check, ValidationReport, validate_backup};
+pub use validate::{AllValidation, Check, ValidationReport, validate_all, validate_backup};

@@ -291,3 +291,35 @@ fn unrecorded_chroma_files(
         .map(|entry| entry.relative)
         .collect())
 }
+
+/// `validate --all`: every snapshot's report, for cron and monitoring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllValidation {
+    /// True when every snapshot is valid (and there is no broken entry).
+    pub all_valid: bool,
+    /// One report per snapshot directory named by a stamp, newest first.
+    pub reports: Vec<ValidationReport>,
+    /// Entries in `snapshots/` that are not named by a stamp, so cannot be validated.
+    pub unvalidated: Vec<String>,
+}
+
+/// Validates every snapshot under `paths.backup_dir`.
+///
+/// # Errors
+/// Only when the snapshots directory cannot be listed.
+pub fn validate_all(paths: &crate::RuntimePaths) -> Result<AllValidation> {
+    let listing = crate::list_backups(paths)?;
+    let mut reports = Vec::new();
+    let mut unvalidated = Vec::new();
+    for summary in listing.backups {
+        match summary.stamp.parse::<Stamp>() {
+            Ok(stamp) => reports.push(validate_backup(&paths.backup_dir, &stamp)?),
+            Err(_) => unvalidated.push(summary.stamp),
+        }
+    }
+    Ok(AllValidation {
+        all_valid: unvalidated.is_empty() && reports.iter().all(|r| r.valid),
+        reports,
+        unvalidated,
+    })
+}

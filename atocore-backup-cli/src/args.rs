@@ -1,0 +1,118 @@
+//! Command-line syntax. clap types stay in this module and `main`.
+
+use atocore_backup_core::{PathOverrides, Stamp};
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+/// Back up, validate and restore the atocore runtime (db, chroma, registry).
+#[derive(Debug, Parser)]
+#[command(name = "atocore-backup", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the runtime and the backups live; flag, then environment, then default.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    /// Runtime data directory [default: ./data]
+    #[arg(long, env = "ATOCORE_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<Utf8PathBuf>,
+    /// SQLite database [default: <data-dir>/db/atocore.db]
+    #[arg(long, env = "ATOCORE_DB_PATH", global = true, value_name = "PATH")]
+    pub db_path: Option<Utf8PathBuf>,
+    /// Chroma directory [default: <data-dir>/chroma]
+    #[arg(long, env = "ATOCORE_CHROMA_DIR", global = true, value_name = "DIR")]
+    pub chroma_dir: Option<Utf8PathBuf>,
+    /// Project registry JSON [default: <data-dir>/config/project-registry.json]
+    #[arg(long, env = "ATOCORE_REGISTRY_PATH", global = true, value_name = "PATH")]
+    pub registry_path: Option<Utf8PathBuf>,
+    /// Backup directory [default: ./backups]
+    #[arg(long, env = "ATOCORE_BACKUP_DIR", global = true, value_name = "DIR")]
+    pub backup_dir: Option<Utf8PathBuf>,
+}
+
+impl PathArgs {
+    pub fn into_overrides(self) -> PathOverrides {
+        PathOverrides {
+            data_dir: self.data_dir,
+            db_path: self.db_path,
+            chroma_dir: self.chroma_dir,
+            registry_path: self.registry_path,
+            backup_dir: self.backup_dir,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a backup of the runtime.
+    Create {
+        /// Also copy the Chroma directory.
+        #[arg(long)]
+        include_chroma: bool,
+        /// Print the BackupManifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups, newest first.
+    List {
+        /// Print `{"backups": [...]}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a backup's checksums, sizes, registry JSON and db integrity.
+    Validate {
+        /// The backup to validate.
+        #[arg(value_parser = parse_stamp, required_unless_present = "all", conflicts_with = "all")]
+        stamp: Option<Stamp>,
+        /// Validate every backup.
+        #[arg(long)]
+        all: bool,
+        /// Print the ValidationReport as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup over the runtime (the service must be stopped).
+    Restore {
+        /// The backup to restore.
+        #[arg(value_parser = parse_stamp)]
+        stamp: Stamp,
+        /// Confirm the atocore service is stopped.
+        #[arg(long)]
+        confirm_service_stopped: bool,
+        /// Restore chroma (the default when the backup has it).
+        #[arg(long, conflicts_with = "no_chroma")]
+        include_chroma: bool,
+        /// Leave the live chroma directory as it is.
+        #[arg(long)]
+        no_chroma: bool,
+        /// Skip the pre-restore snapshot (the restore cannot then be undone).
+        #[arg(long)]
+        no_pre_restore_snapshot: bool,
+        /// Print the plan and change nothing; needs no confirmation.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the RestoreReport (or, with --dry-run, the RestorePlan) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the whole restore drill on a scratch runtime it seeds itself.
+    Drill {
+        /// Where to build the scratch runtime [default: a new temp directory].
+        #[arg(long, value_name = "DIR")]
+        scratch_dir: Option<Utf8PathBuf>,
+        /// Keep the scratch directory afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print the drill report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_stamp(text: &str) -> Result<Stamp, String> {
+    text.parse::<Stamp>().map_err(|error| error.to_string())
+}

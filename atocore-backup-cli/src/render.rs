@@ -1,0 +1,224 @@
+//! Human-readable text for every result. Pure: values in, text out, so the
+//! wording is snapshot-tested like code.
+
+use std::fmt::Write as _;
+
+use atocore_backup_core::{
+    AllValidation, BackupListing, BackupManifest, DrillReport, RestorePlan, RestoreReport, RestoreStep,
+    StepStatus, ValidationReport,
+};
+use indicatif::HumanBytes;
+use jiff::Timestamp;
+
+fn utc(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+pub fn created(manifest: &BackupManifest) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Created backup {} ({})", manifest.stamp, manifest.kind.as_str());
+    let _ = writeln!(
+        out,
+        "  db        {}  {}  ({} pages of {} bytes, user_version {})",
+        manifest.db.path,
+        HumanBytes(manifest.db.size_bytes),
+        manifest.db.page_count,
+        manifest.db.page_size,
+        manifest.db.user_version
+    );
+    match &manifest.registry {
+        Some(registry) => {
+            let _ = writeln!(out, "  registry  {}  {}", registry.path, HumanBytes(registry.size_bytes));
+        }
+        None => out.push_str("  registry  absent at the source, recorded as null\n"),
+    }
+    match &manifest.chroma {
+        Some(chroma) => {
+            let _ = writeln!(out, "  chroma    {} files, {}", chroma.file_count, HumanBytes(chroma.total_bytes));
+        }
+        None => out.push_str("  chroma    not included (use --include-chroma)\n"),
+    }
+    let _ = writeln!(out, "  total     {}", HumanBytes(manifest.total_bytes()));
+    out
+}
+
+pub fn listing(listing: &BackupListing) -> String {
+    let mut out = String::new();
+    if listing.backups.is_empty() {
+        out.push_str("No backups.\n");
+        return out;
+    }
+    let _ = writeln!(out, "{:<20}  {:<11}  {:<23}  {:>10}  PARTS", "STAMP", "KIND", "CREATED", "SIZE");
+    for backup in &listing.backups {
+        if let Some(reason) = &backup.broken {
+            let _ = writeln!(out, "{:<20}  BROKEN: {reason}", backup.stamp);
+            continue;
+        }
+        let mut parts = vec!["db"];
+        if backup.has_registry {
+            parts.push("registry");
+        }
+        if backup.has_chroma {
+            parts.push("chroma");
+        }
+        let kind = backup.kind.map_or("?", |kind| kind.as_str());
+        let created = backup.created_at.map(utc).unwrap_or_default();
+        let mut line = format!(
+            "{:<20}  {:<11}  {:<23}  {:>10}  {}",
+            backup.stamp,
+            kind,
+            created,
+            HumanBytes(backup.total_bytes).to_string(),
+            parts.join("+")
+        );
+        if let Some(from) = &backup.restored_from {
+            let _ = write!(line, "  (before restoring {from})");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+pub fn warnings(warnings: &[String]) -> String {
+    warnings.iter().map(|w| format!("warning: {w}\n")).collect()
+}
+
+pub fn validation(report: &ValidationReport) -> String {
+    let mut out = String::new();
+    let verdict = if report.valid { "valid" } else { "INVALID" };
+    let _ = writeln!(out, "Backup {} is {verdict}", report.stamp);
+    for check in &report.checks {
+        let mark = if check.ok { "ok  " } else { "FAIL" };
+        let _ = writeln!(out, "  {mark}  {:<20}  {}", check.name, check.detail);
+    }
+    for error in &report.errors {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+    out
+}
+
+pub fn all_validation(all: &AllValidation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<20}  {:<7}  FIRST ERROR", "STAMP", "STATUS");
+    for report in &all.reports {
+        let status = if report.valid { "valid" } else { "INVALID" };
+        let first = report.errors.first().map_or("", String::as_str);
+        let _ = writeln!(out, "{:<20}  {status:<7}  {first}", report.stamp.as_str());
+    }
+    for name in &all.unvalidated {
+        let _ = writeln!(out, "{name:<20}  INVALID  not named by a backup stamp");
+    }
+    let invalid = all.reports.iter().filter(|r| !r.valid).count() + all.unvalidated.len();
+    let _ = writeln!(
+        out,
+        "{} backups, {} invalid",
+        all.reports.len() + all.unvalidated.len(),
+        invalid
+    );
+    out
+}
+
+fn step_line(step: &RestoreStep) -> String {
+    match step {
+        RestoreStep::ValidateBackup => "validate the backup".to_owned(),
+        RestoreStep::CheckFreeSpace {
+            required_bytes,
+            available_bytes,
+        } => format!(
+            "check free space: need {}, have {}",
+            HumanBytes(*required_bytes),
+            HumanBytes(*available_bytes)
+        ),
+        RestoreStep::WriteRestoreMarker { path } => format!("write restore marker {path}"),
+        RestoreStep::PreRestoreSnapshot { include_chroma, .. } => format!(
+            "take a pre-restore snapshot ({})",
+            if *include_chroma { "db, registry, chroma" } else { "db, registry" }
+        ),
+        RestoreStep::CheckpointWal { db_path, .. } => format!("checkpoint the WAL of {db_path} (must not be busy)"),
+        RestoreStep::RemoveSidecars { paths } => format!(
+            "remove sidecars {}",
+            paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        RestoreStep::ReplaceDb { from, to } => format!("replace {to} with {from}"),
+        RestoreStep::RestoreRegistry { from, to, .. } => match from {
+            Some(from) => format!("replace {to} with {from}"),
+            None => format!("leave {to} as it is"),
+        },
+        RestoreStep::RestoreChroma { from, to, swap, .. } => match from {
+            Some(from) => format!(
+                "replace {to} with {from} ({})",
+                match swap {
+                    atocore_backup_core::ChromaSwap::RenameDir => "swap the whole tree",
+                    atocore_backup_core::ChromaSwap::SwapEntries => "mount point: swap its entries",
+                }
+            ),
+            None => format!("leave {to} as it is"),
+        },
+        RestoreStep::IntegrityCheck { db_path } => format!("PRAGMA integrity_check on {db_path}"),
+        RestoreStep::RemoveRestoreMarker { path } => format!("remove restore marker {path}"),
+    }
+}
+
+pub fn plan(plan: &RestorePlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Restore plan for {} (dry run: nothing was changed)", plan.stamp);
+    let _ = writeln!(out, "  from {}", plan.backup_path);
+    for (index, step) in plan.steps.iter().enumerate() {
+        let _ = write!(out, "  {:>2}. {:<22} {}", index + 1, step.name(), step_line(step));
+        if let Some(reason) = step.skip_reason() {
+            let _ = write!(out, "  [skipped: {reason}]");
+        }
+        out.push('\n');
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+    out
+}
+
+pub fn restore(report: &RestoreReport) -> String {
+    let mut out = String::new();
+    let verdict = if report.success { "restored" } else { "FAILED" };
+    let _ = writeln!(out, "Restore of {} {verdict}", report.stamp);
+    for (index, step) in report.steps.iter().enumerate() {
+        let status = match step.status {
+            StepStatus::Ok => "ok  ",
+            StepStatus::Skipped => "skip",
+            StepStatus::Failed => "FAIL",
+        };
+        let _ = writeln!(
+            out,
+            "  {:>2}. {status}  {:<22} {} ({} ms)",
+            index + 1,
+            step.step.name(),
+            step.detail,
+            step.duration_ms
+        );
+    }
+    if let Some(text) = &report.integrity_check {
+        let _ = writeln!(out, "  integrity_check: {text}");
+    }
+    if let Some(pre) = &report.pre_restore_stamp {
+        let _ = writeln!(out, "  undo with: atocore-backup restore {pre} --confirm-service-stopped");
+    }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+    out
+}
+
+pub fn drill(report: &DrillReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Restore drill in {}", report.scratch_dir);
+    for step in &report.steps {
+        let mark = if step.ok { "PASS" } else { "FAIL" };
+        let _ = writeln!(out, "  {mark}  {:<44} {}", step.name, step.detail);
+    }
+    let verdict = if report.success { "passed" } else { "FAILED" };
+    let _ = writeln!(out, "Drill {verdict}");
+    out
+}
