@@ -1,0 +1,250 @@
+//! create, list and validate on real runtimes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use atocore_backup_core::{
+    BackupDirLock, BackupKind, CreateOptions, Error, NoProgress, create_backup, list_backups, validate_backup,
+};
+use common::Runtime;
+use fs_err as fs;
+
+#[test]
+fn round_trip_creates_lists_and_validates_with_independent_checksums() {
+    let runtime = Runtime::seeded(3000);
+    let manifest = runtime.backup(true);
+    let dir = runtime.snapshot(&manifest.stamp);
+
+    let listing = list_backups(&runtime.paths).unwrap();
+    assert_eq!(listing.backups.len(), 1);
+    assert_eq!(listing.backups[0].stamp, manifest.stamp.as_str());
+    assert!(listing.backups[0].has_chroma && listing.backups[0].has_registry);
+    assert!(listing.warnings.is_empty(), "{:?}", listing.warnings);
+
+    let report = validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
+    assert!(report.valid, "{:?}", report.errors);
+    assert_eq!((report.db_ok, report.registry_ok, report.chroma_ok), (true, Some(true), Some(true)));
+
+    // An independent BLAKE3 of every file agrees with the manifest.
+    let mut recorded = 0;
+    for (path, size, checksum) in manifest.files() {
+        let bytes = fs::read(dir.join(&path)).unwrap();
+        assert_eq!(bytes.len() as u64, size, "{path}");
+        assert_eq!(checksum.to_string(), format!("blake3:{}", blake3::hash(&bytes).to_hex()), "{path}");
+        recorded += 1;
+    }
+    assert_eq!(recorded, 2 + manifest.chroma.as_ref().unwrap().files.len());
+    // The chroma sidecars are folded into the online backup, never copied raw.
+    assert!(manifest.chroma.as_ref().unwrap().files.iter().all(|f| !f.path.ends_with("-wal")));
+
+    let copy = open_immutable(&dir.join(&manifest.db.path));
+    let rows: i64 = copy.query_row("SELECT count(*) FROM memories", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 3000);
+    assert_eq!(manifest.db.user_version, atocore_backup_core::SEED_SCHEMA_VERSION);
+
+    if which("b3sum") {
+        let status = std::process::Command::new("b3sum")
+            .args(["-c", "--quiet", "B3SUMS"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "b3sum -c B3SUMS failed in {dir}");
+    } else {
+        eprintln!("b3sum not installed (scripts/install-test-deps installs it): skipping `b3sum -c`");
+    }
+}
+
+fn which(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn an_absent_registry_is_recorded_as_null_and_chroma_only_when_asked() {
+    let runtime = Runtime::seeded(10);
+    fs::remove_file(&runtime.paths.registry_path).unwrap();
+    let manifest = runtime.backup(false);
+    assert!(manifest.registry.is_none());
+    assert!(manifest.chroma.is_none());
+    assert!(!runtime.snapshot(&manifest.stamp).join("chroma").exists());
+    let report = validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
+    assert!(report.valid);
+    assert_eq!((report.registry_ok, report.chroma_ok), (None, None));
+}
+
+#[test]
+fn stamps_that_collide_get_a_numeric_suffix() {
+    let runtime = Runtime::seeded(10);
+    let stamps: Vec<_> = (0..3).map(|_| runtime.backup(false).stamp).collect();
+    // All three usually land in the same second; whenever two do, the
+    // second gets `-2`, and every stamp is distinct.
+    assert_eq!(stamps.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+    if stamps[0].as_str() == &stamps[1].as_str()[..16] {
+        assert_eq!(stamps[1].as_str(), format!("{}-2", stamps[0]));
+    }
+    let listed: Vec<_> = list_backups(&runtime.paths).unwrap().backups.into_iter().map(|b| b.stamp).collect();
+    let mut newest_first: Vec<_> = stamps.iter().map(|s| s.to_string()).collect();
+    newest_first.reverse();
+    assert_eq!(listed, newest_first);
+}
+
+#[test]
+fn a_hot_backup_holds_a_row_count_between_before_and_after() {
+    let runtime = Runtime::seeded(500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let db_path = runtime.paths.db_path.clone();
+    let writer = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db_path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            let mut inserted = 0;
+            while !stop.load(Ordering::Relaxed) {
+                conn.execute(
+                    "INSERT INTO memories (project_id, content, embedding, created_at) VALUES (1, 'hot', randomblob(512), 'now')",
+                    [],
+                )
+                .unwrap();
+                inserted += 1;
+            }
+            inserted
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before = runtime.count("SELECT count(*) FROM memories");
+    let manifest = runtime.backup(true);
+    let after = runtime.count("SELECT count(*) FROM memories");
+    stop.store(true, Ordering::Relaxed);
+    let inserted = writer.join().unwrap();
+    assert!(inserted > 0);
+
+    let report = validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
+    assert!(report.valid, "{:?}", report.errors);
+    let copy = open_immutable(&runtime.snapshot(&manifest.stamp).join(&manifest.db.path));
+    let rows: i64 = copy.query_row("SELECT count(*) FROM memories", [], |r| r.get(0)).unwrap();
+    assert!(before <= rows && rows <= after, "{before} <= {rows} <= {after}");
+}
+
+fn open_immutable(path: &camino::Utf8Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
+        format!("file:{path}?immutable=1"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap()
+}
+
+fn assert_no_snapshot_left(runtime: &Runtime) {
+    let snapshots = runtime.paths.snapshots_dir();
+    let left: Vec<_> = fs::read_dir(&snapshots)
+        .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {snapshots}: {left:?}");
+}
+
+#[test]
+fn a_missing_db_fails_naming_it_and_leaves_nothing() {
+    let runtime = Runtime::empty();
+    let error = create_backup(&runtime.paths, &CreateOptions::default(), &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::DbMissing { .. }));
+    assert!(error.to_string().contains(runtime.paths.db_path.as_str()));
+    assert_no_snapshot_left(&runtime);
+}
+
+#[test]
+fn an_unparseable_registry_fails_the_backup_and_leaves_nothing() {
+    let runtime = Runtime::seeded(10);
+    fs::write(&runtime.paths.registry_path, b"{\"projects\": [").unwrap();
+    let error = create_backup(&runtime.paths, &CreateOptions::default(), &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::RegistryJson { .. }), "{error}");
+    assert!(error.to_string().contains("project-registry.json"));
+    assert_no_snapshot_left(&runtime);
+}
+
+#[test]
+fn an_unreadable_registry_fails_naming_it_and_leaves_nothing() {
+    let runtime = Runtime::seeded(10);
+    fs::remove_file(&runtime.paths.registry_path).unwrap();
+    // A directory where the file should be cannot be read, even by root.
+    fs::create_dir(&runtime.paths.registry_path).unwrap();
+    let error = create_backup(&runtime.paths, &CreateOptions::default(), &NoProgress).unwrap_err();
+    assert!(error.chain().contains("project-registry.json"), "{}", error.chain());
+    assert_no_snapshot_left(&runtime);
+}
+
+#[test]
+fn an_unwritable_backup_dir_fails_naming_it() {
+    let runtime = Runtime::seeded(10);
+    let blocker = runtime.root.join("not-a-dir");
+    fs::write(&blocker, b"").unwrap();
+    let mut paths = runtime.paths.clone();
+    paths.backup_dir = blocker.join("backups");
+    let error = create_backup(&paths, &CreateOptions::default(), &NoProgress).unwrap_err();
+    assert!(error.chain().contains("not-a-dir"), "{}", error.chain());
+}
+
+#[test]
+fn symlinks_inside_chroma_are_refused_not_followed() {
+    let runtime = Runtime::seeded(10);
+    std::os::unix::fs::symlink("/etc", runtime.paths.chroma_dir.join("escape")).unwrap();
+    let error = create_backup(
+        &runtime.paths,
+        &CreateOptions {
+            include_chroma: true,
+            ..CreateOptions::default()
+        },
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(matches!(error, Error::SymlinkRefused { .. }), "{error}");
+    assert_no_snapshot_left(&runtime);
+}
+
+#[test]
+fn a_second_operation_fails_at_once_naming_the_lock_holder() {
+    let runtime = Runtime::seeded(10);
+    let _held = BackupDirLock::acquire(&runtime.paths, "create", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
+    let error = create_backup(&runtime.paths, &CreateOptions::default(), &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::Busy { .. }));
+    let text = error.to_string();
+    assert!(text.contains(".lock") && text.contains("create since"), "{text}");
+}
+
+#[test]
+fn leftover_partials_are_listed_as_leftovers_and_removed_by_the_next_create() {
+    let runtime = Runtime::seeded(10);
+    let partial = runtime.paths.snapshots_dir().join(".partial-20260101T000000Z");
+    fs::create_dir_all(partial.join("db")).unwrap();
+    let listing = list_backups(&runtime.paths).unwrap();
+    assert!(listing.backups.is_empty());
+    assert!(listing.warnings.iter().any(|w| w.contains(".partial-20260101T000000Z")), "{:?}", listing.warnings);
+    runtime.backup(false);
+    assert!(!partial.exists());
+}
+
+#[test]
+fn directories_without_a_readable_manifest_are_listed_as_broken() {
+    let runtime = Runtime::seeded(10);
+    let good = runtime.backup(false);
+    fs::create_dir_all(runtime.paths.snapshots_dir().join("20200101T000000Z")).unwrap();
+    fs::create_dir_all(runtime.paths.snapshots_dir().join("not-a-stamp")).unwrap();
+    let listing = list_backups(&runtime.paths).unwrap();
+    let names: Vec<_> = listing.backups.iter().map(|b| (b.stamp.as_str(), b.broken.is_some())).collect();
+    assert_eq!(
+        names,
+        [(good.stamp.as_str(), false), ("20200101T000000Z", true), ("not-a-stamp", true)]
+    );
+    assert_eq!(listing.backups[0].kind, Some(BackupKind::Manual));
+}
+
+#[test]
+fn validation_never_modifies_the_backup() {
+    let runtime = Runtime::seeded(100);
+    let manifest = runtime.backup(true);
+    let before = runtime.tree();
+    validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
+    assert_eq!(before, runtime.tree());
+}
