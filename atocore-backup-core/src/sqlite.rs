@@ -131,12 +131,31 @@ pub(crate) struct Checkpoint {
 }
 
 /// Checks that no other connection holds a lock on the live db: `BEGIN
-/// EXCLUSIVE` must succeed at once.
+/// EXCLUSIVE` must succeed at once. Leaves the files as it found them.
 pub(crate) fn check_exclusive(path: &Utf8Path) -> Result<()> {
+    let sidecars = [format!("{path}-wal"), format!("{path}-shm")];
+    let had_sidecars = sidecars.iter().any(|s| Utf8Path::new(s).exists());
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sqlite_error(path))?;
     conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(path))?;
-    match conn.execute_batch("BEGIN EXCLUSIVE; ROLLBACK;") {
+    // A gate must change nothing: without this, closing the last connection
+    // would checkpoint the -wal into the db file of a restore later refused.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(sqlite_error(path))?;
+    let outcome = conn.execute_batch("BEGIN EXCLUSIVE; ROLLBACK;");
+    conn.close().map_err(|(_, source)| sqlite_error(path)(source))?;
+    if !had_sidecars {
+        // Sidecars that did not exist before were created by this check (no
+        // WAL-mode connection was open, or they would have existed); an
+        // empty -wal holds nothing, so both go, and the disk is as it was.
+        let wal_empty = fs_err::metadata(&sidecars[0]).map_or(true, |m| m.len() == 0);
+        if wal_empty {
+            for sidecar in &sidecars {
+                crate::durable::remove_if_exists(Utf8Path::new(sidecar))?;
+            }
+        }
+    }
+    match outcome {
         Ok(()) => Ok(()),
         Err(error) => Err(Error::DbInUse {
             path: path.to_owned(),
