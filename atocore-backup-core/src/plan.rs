@@ -307,7 +307,7 @@ pub fn plan_restore(
     warnings.extend(facts.leftovers.iter().cloned());
     for sidecar in &facts.sidecars_present {
         warnings.push(format!(
-            "`{sidecar}` exists; it is checkpointed into the live db before it is removed"
+            "sidecar `{sidecar}` exists: the WAL is checkpointed into the live db before the sidecars are removed"
         ));
     }
 
