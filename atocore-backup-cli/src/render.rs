@@ -107,7 +107,8 @@ pub fn all_validation(all: &AllValidation) -> String {
     for report in &all.reports {
         let status = if report.valid { "valid" } else { "INVALID" };
         let first = report.errors.first().map_or("", String::as_str);
-        let _ = writeln!(out, "{:<20}  {status:<7}  {first}", report.stamp.as_str());
+        let line = format!("{:<20}  {status:<7}  {first}", report.stamp.as_str());
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     for name in &all.unvalidated {
         let _ = writeln!(out, "{name:<20}  INVALID  not named by a backup stamp");

@@ -271,7 +271,7 @@ impl Executor<'_> {
                     });
                 }
                 Ok(Outcome::Done(format!(
-                    "{required_bytes} bytes needed, {} available",
+                    "{required_bytes} bytes needed, {} bytes available",
                     facts.available_bytes
                 )))
             }

@@ -73,7 +73,7 @@ pub use observe::observe_restore;
 pub use paths::{PathOverrides, RuntimePaths};
 pub use plan::{
     ChromaSwap, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions, RestorePlan, RestoreRefusal, RestoreStep,
-    RestoreTargets, plan_restore,
+    RestoreTargets, Sidecar, plan_restore,
 };
 pub use stamp::Stamp;
 pub use validate::{AllValidation, Check, ValidationReport, validate_all, validate_backup};

@@ -9,7 +9,7 @@ use crate::create::walk_tree;
 use crate::error::Result;
 use crate::marker::RestoreMarker;
 use crate::paths::{RuntimePaths, parent_or_dot};
-use crate::plan::{RestoreFacts, RestoreTargets, sidecar};
+use crate::plan::{RestoreFacts, RestoreTargets, Sidecar, sidecar};
 
 /// Gathers [`RestoreFacts`] for restoring the snapshot at `backup_path` into `paths`.
 ///
@@ -18,11 +18,16 @@ use crate::plan::{RestoreFacts, RestoreTargets, sidecar};
 pub fn observe_restore(paths: &RuntimePaths, backup_path: &Utf8Path) -> Result<RestoreFacts> {
     let live_db_exists = paths.db_path.is_file();
     let live_chroma_exists = paths.chroma_dir.is_dir();
-    let sidecars_present = ["-wal", "-shm"]
-        .iter()
-        .map(|suffix| sidecar(&paths.db_path, suffix))
-        .filter(|path| path.exists())
-        .collect();
+    let mut sidecars_present = Vec::new();
+    for suffix in ["-wal", "-shm"] {
+        let path = sidecar(&paths.db_path, suffix);
+        if let Ok(meta) = fs::symlink_metadata(&path) {
+            sidecars_present.push(Sidecar {
+                path,
+                size_bytes: meta.len(),
+            });
+        }
+    }
     Ok(RestoreFacts {
         backup_path: backup_path.to_owned(),
         targets: RestoreTargets {

@@ -70,8 +70,8 @@ pub struct RestoreFacts {
     pub live_chroma_bytes: u64,
     /// Whether a live chroma directory exists.
     pub live_chroma_exists: bool,
-    /// `-wal`/`-shm` files found beside the live db.
-    pub sidecars_present: Vec<Utf8PathBuf>,
+    /// `-wal`/`-shm` files found beside the live db, with their sizes.
+    pub sidecars_present: Vec<Sidecar>,
     /// Free bytes on the smallest of the filesystems the restore writes to.
     pub available_bytes: u64,
     /// Whether the chroma directory is a mount point (its device differs from
@@ -79,6 +79,15 @@ pub struct RestoreFacts {
     pub chroma_is_mount_point: bool,
     /// Debris of an interrupted restore, one sentence each.
     pub leftovers: Vec<String>,
+}
+
+/// A `-wal` or `-shm` file found beside the live db.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// Its path.
+    pub path: Utf8PathBuf,
+    /// Its size; a `-wal` longer than 0 holds frames not yet in the db file.
+    pub size_bytes: u64,
 }
 
 /// Why a restore cannot be planned.
@@ -306,9 +315,12 @@ pub fn plan_restore(
     }
     warnings.extend(facts.leftovers.iter().cloned());
     for sidecar in &facts.sidecars_present {
-        warnings.push(format!(
-            "sidecar `{sidecar}` exists: the WAL is checkpointed into the live db before the sidecars are removed"
-        ));
+        if sidecar.path.as_str().ends_with("-wal") && sidecar.size_bytes > 0 {
+            warnings.push(format!(
+                "`{}` holds {} bytes of WAL not yet in the db file: they are checkpointed into the live db (and so into the pre-restore snapshot) before the sidecars are removed",
+                sidecar.path, sidecar.size_bytes
+            ));
+        }
     }
 
     let pre_restore_skip = if !options.pre_restore_snapshot {

@@ -77,7 +77,12 @@ impl ValidationReport {
         let detail = match outcome {
             Ok(detail) => detail,
             Err(detail) => {
-                self.errors.push(format!("{error_prefix}: {detail}"));
+                // Messages that already name their file need no prefix.
+                self.errors.push(if error_prefix.is_empty() {
+                    detail.clone()
+                } else {
+                    format!("{error_prefix}: {detail}")
+                });
                 detail
             }
         };
@@ -109,24 +114,24 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
     match fs::symlink_metadata(&dir) {
         Ok(meta) if meta.file_type().is_symlink() => {
             report.exists = true;
-            report.check("snapshot.dir", Err(format!("`{dir}` is a symlink")), "snapshot");
+            report.check("snapshot.dir", Err(format!("snapshot `{dir}` is a symlink")), "");
             return Ok(report);
         }
         Ok(meta) if meta.is_dir() => report.exists = true,
         Ok(_) => {
             report.exists = true;
-            report.check("snapshot.dir", Err(format!("`{dir}` is not a directory")), "snapshot");
+            report.check("snapshot.dir", Err(format!("snapshot `{dir}` is not a directory")), "");
             return Ok(report);
         }
         Err(_) => {
-            report.check("snapshot.dir", Err(format!("`{dir}` does not exist")), "snapshot");
+            report.check("snapshot.dir", Err(format!("snapshot `{dir}` does not exist")), "");
             return Ok(report);
         }
     }
     let manifest = match BackupManifest::load(&dir) {
         Ok(manifest) => manifest,
         Err(error) => {
-            report.check("manifest", Err(error.chain()), "manifest");
+            report.check("manifest", Err(error.chain()), "");
             return Ok(report);
         }
     };
@@ -134,9 +139,9 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
     let stamp_matches = if manifest.stamp == *stamp {
         Ok(format!("stamp {stamp}"))
     } else {
-        Err(format!("records stamp `{}`, not `{stamp}`", manifest.stamp))
+        Err(format!("manifest records stamp `{}`, not `{stamp}`", manifest.stamp))
     };
-    report.check("manifest.stamp", stamp_matches, "manifest");
+    report.check("manifest.stamp", stamp_matches, "");
 
     let (integrity, hashes) = std::thread::scope(|scope| {
         let integrity = scope.spawn(|| check_db_integrity(&dir, &manifest.db.path));

@@ -1,7 +1,7 @@
 //! Plan previews from hand-built facts: pure, so every case is a snapshot.
 
 use atocore_backup_core::{
-    BackupManifest, RestoreFacts, RestoreMarker, RestoreOptions, RestoreTargets, plan_restore,
+    BackupManifest, RestoreFacts, RestoreMarker, RestoreOptions, RestoreTargets, Sidecar, plan_restore,
 };
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -97,8 +97,14 @@ fn no_pre_restore_snapshot() {
 fn sidecars_present_a_mount_point_and_an_interrupted_restore() {
     let mut facts = facts();
     facts.sidecars_present = vec![
-        "/srv/atocore/data/db/atocore.db-wal".into(),
-        "/srv/atocore/data/db/atocore.db-shm".into(),
+        Sidecar {
+            path: "/srv/atocore/data/db/atocore.db-wal".into(),
+            size_bytes: 41_232,
+        },
+        Sidecar {
+            path: "/srv/atocore/data/db/atocore.db-shm".into(),
+            size_bytes: 32_768,
+        },
     ];
     facts.chroma_is_mount_point = true;
     facts.interrupted_restore = Some(RestoreMarker {
