@@ -6,9 +6,7 @@ mod render;
 
 use std::process::ExitCode;
 
-use atocore_backup_core::{
-    self as core, CreateOptions, Error, ErrorClass, RestoreOptions, RuntimePaths,
-};
+use atocore_backup_core::{self as core, CreateOptions, Error, ErrorClass, RestoreOptions, RuntimePaths};
 use camino::Utf8PathBuf;
 use clap::Parser;
 use serde::Serialize;
@@ -63,7 +61,10 @@ fn eprint(text: &str) {
 
 fn print_json(value: &impl Serialize) {
     // Plain data with string keys always serializes.
-    print(&format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
+    print(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ));
 }
 
 fn run(cli: Cli) -> Result<u8, Error> {
@@ -155,7 +156,11 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 _ => exit::FAILED,
             })
         }
-        Command::Drill { scratch_dir, keep, json } => {
+        Command::Drill {
+            scratch_dir,
+            keep,
+            json,
+        } => {
             let (scratch, _guard) = scratch_root(scratch_dir, keep)?;
             let report = core::run_drill(&scratch, &TerminalProgress::new("drill"))?;
             if json {
@@ -170,7 +175,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
 
 /// The drill's scratch directory: the one given, or a fresh temp directory
 /// removed afterwards unless `--keep`.
-fn scratch_root(given: Option<Utf8PathBuf>, keep: bool) -> Result<(Utf8PathBuf, Option<tempfile::TempDir>), Error> {
+fn scratch_root(
+    given: Option<Utf8PathBuf>,
+    keep: bool,
+) -> Result<(Utf8PathBuf, Option<tempfile::TempDir>), Error> {
     if let Some(dir) = given {
         return Ok((dir, None));
     }

@@ -16,7 +16,12 @@ fn utc(at: Timestamp) -> String {
 
 pub fn created(manifest: &BackupManifest) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Created backup {} ({})", manifest.stamp, manifest.kind.as_str());
+    let _ = writeln!(
+        out,
+        "Created backup {} ({})",
+        manifest.stamp,
+        manifest.kind.as_str()
+    );
     let _ = writeln!(
         out,
         "  db        {}  {}  ({} pages of {} bytes, user_version {})",
@@ -28,13 +33,23 @@ pub fn created(manifest: &BackupManifest) -> String {
     );
     match &manifest.registry {
         Some(registry) => {
-            let _ = writeln!(out, "  registry  {}  {}", registry.path, HumanBytes(registry.size_bytes));
+            let _ = writeln!(
+                out,
+                "  registry  {}  {}",
+                registry.path,
+                HumanBytes(registry.size_bytes)
+            );
         }
         None => out.push_str("  registry  absent at the source, recorded as null\n"),
     }
     match &manifest.chroma {
         Some(chroma) => {
-            let _ = writeln!(out, "  chroma    {} files, {}", chroma.file_count, HumanBytes(chroma.total_bytes));
+            let _ = writeln!(
+                out,
+                "  chroma    {} files, {}",
+                chroma.file_count,
+                HumanBytes(chroma.total_bytes)
+            );
         }
         None => out.push_str("  chroma    not included (use --include-chroma)\n"),
     }
@@ -48,7 +63,11 @@ pub fn listing(listing: &BackupListing) -> String {
         out.push_str("No backups.\n");
         return out;
     }
-    let _ = writeln!(out, "{:<20}  {:<11}  {:<23}  {:>10}  PARTS", "STAMP", "KIND", "CREATED", "SIZE");
+    let _ = writeln!(
+        out,
+        "{:<20}  {:<11}  {:<23}  {:>10}  PARTS",
+        "STAMP", "KIND", "CREATED", "SIZE"
+    );
     for backup in &listing.backups {
         if let Some(reason) = &backup.broken {
             let _ = writeln!(out, "{:<20}  BROKEN: {reason}", backup.stamp);
@@ -137,9 +156,15 @@ fn step_line(step: &RestoreStep) -> String {
         RestoreStep::WriteRestoreMarker { path } => format!("write restore marker {path}"),
         RestoreStep::PreRestoreSnapshot { include_chroma, .. } => format!(
             "take a pre-restore snapshot ({})",
-            if *include_chroma { "db, registry, chroma" } else { "db, registry" }
+            if *include_chroma {
+                "db, registry, chroma"
+            } else {
+                "db, registry"
+            }
         ),
-        RestoreStep::CheckpointWal { db_path, .. } => format!("checkpoint the WAL of {db_path} (must not be busy)"),
+        RestoreStep::CheckpointWal { db_path, .. } => {
+            format!("checkpoint the WAL of {db_path} (must not be busy)")
+        }
         RestoreStep::RemoveSidecars { paths } => format!(
             "remove sidecars {}",
             paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
@@ -166,7 +191,11 @@ fn step_line(step: &RestoreStep) -> String {
 
 pub fn plan(plan: &RestorePlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Restore plan for {} (dry run: nothing was changed)", plan.stamp);
+    let _ = writeln!(
+        out,
+        "Restore plan for {} (dry run: nothing was changed)",
+        plan.stamp
+    );
     let _ = writeln!(out, "  from {}", plan.backup_path);
     for (index, step) in plan.steps.iter().enumerate() {
         let _ = write!(out, "  {:>2}. {:<22} {}", index + 1, step.name(), step_line(step));
@@ -204,7 +233,10 @@ pub fn restore(report: &RestoreReport) -> String {
         let _ = writeln!(out, "  integrity_check: {text}");
     }
     if let Some(pre) = &report.pre_restore_stamp {
-        let _ = writeln!(out, "  undo with: atocore-backup restore {pre} --confirm-service-stopped");
+        let _ = writeln!(
+            out,
+            "  undo with: atocore-backup restore {pre} --confirm-service-stopped"
+        );
     }
     for warning in &report.warnings {
         let _ = writeln!(out, "  warning: {warning}");

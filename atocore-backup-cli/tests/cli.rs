@@ -1,6 +1,8 @@
 //! The real `atocore-backup` binary: one snapshot per case holding exit code,
 //! stdout and stderr, with temp paths, stamps, times and hashes redacted.
 
+#![allow(clippy::unwrap_used)] // a failed step in a test should panic with its error
+
 use std::process::Command;
 
 use atocore_backup_core::{BackupDirLock, RuntimePaths, seed_runtime};
@@ -24,7 +26,11 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let root = Utf8PathBuf::from_path_buf(dir.path().canonicalize().unwrap()).unwrap();
         let paths = RuntimePaths::under(&root);
-        Env { _dir: dir, root, paths }
+        Env {
+            _dir: dir,
+            root,
+            paths,
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -52,7 +58,11 @@ impl Env {
     }
 
     fn create(&self, chroma: bool) -> String {
-        let args: &[&str] = if chroma { &["create", "--include-chroma", "--json"] } else { &["create", "--json"] };
+        let args: &[&str] = if chroma {
+            &["create", "--include-chroma", "--json"]
+        } else {
+            &["create", "--json"]
+        };
         let (code, stdout, text) = self.run(args);
         assert_eq!(code, 0, "{text}");
         let manifest: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -63,7 +73,10 @@ impl Env {
         let mut settings = insta::Settings::clone_current();
         settings.add_filter(&regex_escape(self.root.as_str()), "[TEMP_DIR]");
         settings.add_filter(r"\b\d{8}T\d{6}Z(-\d+)?\b", "[STAMP]");
-        settings.add_filter(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?( UTC|Z)", "[TIME]");
+        settings.add_filter(
+            r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?( UTC|Z)",
+            "[TIME]",
+        );
         settings.add_filter(r"blake3:[0-9a-f]{64}", "blake3:[HASH]");
         settings.add_filter(r"\(\d+ ms\)", "([N] ms)");
         settings.add_filter(r"have \d+(\.\d+)? [KMGT]?i?B", "have [FREE]");
@@ -88,14 +101,23 @@ fn walk(dir: &Utf8Path, out: &mut Vec<String>) {
         } else if path.as_str().ends_with(".lock") {
             // Lock files record their last holder; they are not data.
         } else {
-            out.push(format!("{path} {}", blake3::hash(&fs::read(&path).unwrap()).to_hex()));
+            out.push(format!(
+                "{path} {}",
+                blake3::hash(&fs::read(&path).unwrap()).to_hex()
+            ));
         }
     }
 }
 
 fn regex_escape(text: &str) -> String {
     text.chars()
-        .map(|c| if "\\.+*?()|[]{}^$".contains(c) { format!("\\{c}") } else { c.to_string() })
+        .map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -110,9 +132,14 @@ fn create_prints_a_short_summary() {
 fn create_json_is_the_manifest() {
     let env = Env::seeded();
     let stamp = env.create(true);
-    let on_disk: serde_json::Value =
-        serde_json::from_slice(&fs::read(env.root.join(format!("backups/snapshots/{stamp}/backup-metadata.json"))).unwrap())
-            .unwrap();
+    let on_disk: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            env.root
+                .join(format!("backups/snapshots/{stamp}/backup-metadata.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let (_, stdout, _) = env.run(&["list", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(listed["backups"][0]["stamp"], on_disk["stamp"]);
@@ -156,9 +183,16 @@ fn validate_a_valid_backup() {
 fn validate_an_invalid_backup_exits_3() {
     let env = Env::seeded();
     let stamp = env.create(true);
-    let damaged = env.root.join(format!("backups/snapshots/{stamp}/chroma/segment-0001/data_level0.bin"));
+    let damaged = env.root.join(format!(
+        "backups/snapshots/{stamp}/chroma/segment-0001/data_level0.bin"
+    ));
     fs::write(&damaged, b"truncated").unwrap();
-    fs::write(env.root.join(format!("backups/snapshots/{stamp}/chroma/stray.bin")), b"?").unwrap();
+    fs::write(
+        env.root
+            .join(format!("backups/snapshots/{stamp}/chroma/stray.bin")),
+        b"?",
+    )
+    .unwrap();
     let (code, _, text) = env.run(&["validate", &stamp]);
     assert_eq!(code, 3);
     env.settings().bind(|| insta::assert_snapshot!(text));
@@ -175,7 +209,12 @@ fn validate_all_summarizes_and_exits_3_if_any_is_invalid() {
     let env = Env::seeded();
     env.create(false);
     let bad = env.create(false);
-    fs::write(env.root.join(format!("backups/snapshots/{bad}/backup-metadata.json")), b"{").unwrap();
+    fs::write(
+        env.root
+            .join(format!("backups/snapshots/{bad}/backup-metadata.json")),
+        b"{",
+    )
+    .unwrap();
     let (code, _, text) = env.run(&["validate", "--all"]);
     assert_eq!(code, 3);
     env.settings().bind(|| insta::assert_snapshot!(text));
@@ -208,7 +247,10 @@ fn create_without_a_db_exits_1_and_names_it() {
     let (code, _, text) = env.run(&["create"]);
     assert_eq!(code, 1);
     env.settings().bind(|| insta::assert_snapshot!(text));
-    assert!(!env.root.join("backups/snapshots").exists() || fs::read_dir(env.root.join("backups/snapshots")).unwrap().count() == 0);
+    assert!(
+        !env.root.join("backups/snapshots").exists()
+            || fs::read_dir(env.root.join("backups/snapshots")).unwrap().count() == 0
+    );
 }
 
 #[test]
@@ -218,13 +260,17 @@ fn create_with_a_broken_registry_exits_1_and_names_it() {
     let (code, _, text) = env.run(&["create"]);
     assert_eq!(code, 1);
     env.settings().bind(|| insta::assert_snapshot!(text));
-    assert_eq!(fs::read_dir(env.root.join("backups/snapshots")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(env.root.join("backups/snapshots")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
 fn a_held_lock_exits_5_naming_the_holder() {
     let env = Env::seeded();
-    let _lock = BackupDirLock::acquire(&env.paths, "restore", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
+    let _lock =
+        BackupDirLock::acquire(&env.paths, "restore", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
     let (code, _, text) = env.run(&["create"]);
     assert_eq!(code, 5);
     env.settings().bind(|| insta::assert_snapshot!(text));
@@ -248,8 +294,16 @@ fn restore_dry_run_prints_the_plan_and_changes_nothing() {
     let before = env.tree();
     let (code, _, text) = env.run(&["restore", &stamp, "--dry-run"]);
     assert_eq!(code, 0);
-    env.settings().bind(|| insta::assert_snapshot!("dry_run_text", text));
-    let (code, stdout, _) = env.run(&["restore", &stamp, "--dry-run", "--json", "--no-chroma", "--no-pre-restore-snapshot"]);
+    env.settings()
+        .bind(|| insta::assert_snapshot!("dry_run_text", text));
+    let (code, stdout, _) = env.run(&[
+        "restore",
+        &stamp,
+        "--dry-run",
+        "--json",
+        "--no-chroma",
+        "--no-pre-restore-snapshot",
+    ]);
     assert_eq!(code, 0);
     let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     env.settings().bind(|| {
@@ -271,7 +325,11 @@ fn restore_prints_every_step_and_the_undo_command() {
 fn restore_of_an_invalid_backup_exits_3() {
     let env = Env::seeded();
     let stamp = env.create(false);
-    fs::write(env.root.join(format!("backups/snapshots/{stamp}/db/atocore.db")), b"not a db").unwrap();
+    fs::write(
+        env.root.join(format!("backups/snapshots/{stamp}/db/atocore.db")),
+        b"not a db",
+    )
+    .unwrap();
     let before = env.tree();
     let (code, _, text) = env.run(&["restore", &stamp, "--confirm-service-stopped"]);
     assert_eq!(code, 3);

@@ -59,7 +59,12 @@ impl FromStr for Checksum {
 
     fn from_str(text: &str) -> Result<Self, Error> {
         let bad = || Error::BadChecksum {
-            value: text.chars().take(80).collect::<String>().escape_debug().to_string(),
+            value: text
+                .chars()
+                .take(80)
+                .collect::<String>()
+                .escape_debug()
+                .to_string(),
         };
         let (prefix, hex) = text.split_once(':').ok_or_else(bad)?;
         let algorithm = match prefix {

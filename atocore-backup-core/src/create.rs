@@ -13,13 +13,15 @@ use fs_err as fs;
 use jiff::Timestamp;
 
 use crate::checksum::Algorithm;
-use crate::durable::{Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably, utf8};
+use crate::durable::{
+    Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably, utf8,
+};
 use crate::error::{Error, Result};
 use crate::faults::crash_point;
 use crate::lock::BackupDirLock;
 use crate::manifest::{
-    B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord, MANIFEST_NAME,
-    SourcePaths,
+    B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord,
+    MANIFEST_NAME, SourcePaths,
 };
 use crate::paths::RuntimePaths;
 use crate::sqlite::online_backup;
@@ -67,7 +69,11 @@ pub(crate) fn now() -> Timestamp {
 /// the registry is not JSON, [`Error::ChromaUnstable`] /
 /// [`Error::SymlinkRefused`] for chroma, and I/O or SQLite errors naming the
 /// path. On any error no snapshot is left behind.
-pub fn create_backup(paths: &RuntimePaths, options: &CreateOptions, progress: &dyn Progress) -> Result<BackupManifest> {
+pub fn create_backup(
+    paths: &RuntimePaths,
+    options: &CreateOptions,
+    progress: &dyn Progress,
+) -> Result<BackupManifest> {
     let lock = BackupDirLock::acquire(paths, "create", now())?;
     create_backup_locked(&lock, paths, options, progress)
 }
@@ -229,7 +235,11 @@ fn copy_db(dir: &Utf8Path, db_path: &Utf8Path, progress: &dyn Progress) -> Resul
     })
 }
 
-fn copy_registry(dir: &Utf8Path, registry_path: &Utf8Path, progress: &dyn Progress) -> Result<Option<FileRecord>> {
+fn copy_registry(
+    dir: &Utf8Path,
+    registry_path: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<Option<FileRecord>> {
     match fs::symlink_metadata(registry_path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error.into()),
@@ -365,7 +375,11 @@ fn size_and_mtime(path: &Utf8Path) -> Result<(u64, Option<SystemTime>)> {
 
 /// Copies a file that a live writer may be changing: the copy only counts if
 /// the source's size and mtime were the same before and after it.
-fn copy_unchanging(source: &Utf8Path, target: &Utf8Path, progress: &dyn Progress) -> Result<(u64, crate::Checksum)> {
+fn copy_unchanging(
+    source: &Utf8Path,
+    target: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<(u64, crate::Checksum)> {
     for attempt in 1..=CHROMA_COPY_ATTEMPTS {
         if attempt > 1 {
             fs::remove_file(target)?;

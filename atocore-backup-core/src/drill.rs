@@ -89,7 +89,10 @@ pub fn seed_runtime(paths: &RuntimePaths, rows: u32) -> Result<()> {
             {"id": "handbook", "root": "/srv/handbook"},
         ]
     });
-    fs::write(&paths.registry_path, serde_json::to_vec_pretty(&registry).unwrap_or_default())?;
+    fs::write(
+        &paths.registry_path,
+        serde_json::to_vec_pretty(&registry).unwrap_or_default(),
+    )?;
 
     let segment = paths.chroma_dir.join("segment-0001");
     fs::create_dir_all(&segment)?;
@@ -103,7 +106,12 @@ pub fn seed_runtime(paths: &RuntimePaths, rows: u32) -> Result<()> {
         )
         .map_err(sqlite_error(&chroma_db))?;
     drop(chroma);
-    for (name, size) in [("header.bin", 100usize), ("data_level0.bin", 64 * 1024), ("length.bin", 400), ("link_lists.bin", 0)] {
+    for (name, size) in [
+        ("header.bin", 100usize),
+        ("data_level0.bin", 64 * 1024),
+        ("length.bin", 400),
+        ("link_lists.bin", 0),
+    ] {
         let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         fs::write(segment.join(name), bytes)?;
     }
@@ -153,12 +161,17 @@ impl Drill {
             ok,
             detail: detail.clone(),
         });
-        if ok { Ok(()) } else { Err(format!("`{name}` failed: {detail}")) }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("`{name}` failed: {detail}"))
+        }
     }
 
     fn run(&mut self, paths: &RuntimePaths, progress: &dyn Progress) -> std::result::Result<(), String> {
         let text = |error: Error| error.chain();
-        let seeded = seed_runtime(paths, 2000).map(|()| "2000 memories, a registry and a chroma tree".to_owned());
+        let seeded =
+            seed_runtime(paths, 2000).map(|()| "2000 memories, a registry and a chroma tree".to_owned());
         self.step("seed a scratch runtime", seeded.map_err(text))?;
         let baseline_rows = count_rows(&paths.db_path, false).map_err(text)?;
 
@@ -168,11 +181,13 @@ impl Drill {
             restored_from: None,
         };
         let baseline = create_backup(paths, &options, progress).map_err(text);
-        let baseline = baseline.map(|m| {
-            self.report.baseline_stamp = Some(m.stamp.clone());
-            m
+        if let Ok(manifest) = &baseline {
+            self.report.baseline_stamp = Some(manifest.stamp.clone());
+        }
+        let detail = baseline.as_ref().map(|m| {
+            let chroma_files = m.chroma.as_ref().map_or(0, |c| c.file_count);
+            format!("`{}`, {chroma_files} chroma files", m.stamp)
         });
-        let detail = baseline.as_ref().map(|m| format!("`{}`, {} chroma files", m.stamp, m.chroma.as_ref().map_or(0, |c| c.file_count)));
         self.step("baseline backup", detail.map_err(Clone::clone))?;
         let baseline = baseline?;
 
@@ -190,7 +205,8 @@ impl Drill {
             include_chroma: None,
             pre_restore_snapshot: true,
         };
-        let restored = restore_backup(paths, &baseline.stamp, &restore_options, true, progress).map_err(text)?;
+        let restored =
+            restore_backup(paths, &baseline.stamp, &restore_options, true, progress).map_err(text)?;
         self.report.pre_restore_stamp = restored.pre_restore_stamp.clone();
         let outcome = if restored.success {
             Ok(format!("{} steps ran", restored.steps.len()))
@@ -205,7 +221,11 @@ impl Drill {
         let markers = count_rows(&paths.db_path, true).map_err(text)?;
         self.step(
             "the mutation is gone",
-            if markers == 0 { Ok("no marker row".to_owned()) } else { Err(format!("{markers} marker rows survived")) },
+            if markers == 0 {
+                Ok("no marker row".to_owned())
+            } else {
+                Err(format!("{markers} marker rows survived"))
+            },
         )?;
         let rows = count_rows(&paths.db_path, false).map_err(text)?;
         self.step(
@@ -235,7 +255,11 @@ impl Drill {
         let extra = paths.chroma_dir.join(EXTRA_CHROMA_FILE);
         self.step(
             "chroma is the baseline's",
-            if extra.exists() { Err(format!("`{extra}` survived")) } else { Ok("extra file gone".to_owned()) },
+            if extra.exists() {
+                Err(format!("`{extra}` survived"))
+            } else {
+                Ok("extra file gone".to_owned())
+            },
         )?;
         let pre = restored.pre_restore_stamp.clone();
         let held = match pre {
@@ -262,17 +286,22 @@ fn mutate(paths: &RuntimePaths) -> Result<String> {
     )
     .map_err(sqlite_error(&paths.db_path))?;
     drop(conn);
-    let mut registry: serde_json::Value = serde_json::from_slice(&fs::read(&paths.registry_path)?).map_err(|source| {
-        Error::RegistryJson {
+    let mut registry: serde_json::Value =
+        serde_json::from_slice(&fs::read(&paths.registry_path)?).map_err(|source| Error::RegistryJson {
             path: paths.registry_path.clone(),
             source,
-        }
-    })?;
+        })?;
     if let Some(projects) = registry.get_mut("projects").and_then(|p| p.as_array_mut()) {
         projects.push(serde_json::json!({"id": MUTATION_PROJECT, "root": "/tmp/drill"}));
     }
-    fs::write(&paths.registry_path, serde_json::to_vec_pretty(&registry).unwrap_or_default())?;
-    fs::write(paths.chroma_dir.join(EXTRA_CHROMA_FILE), b"added after the baseline")?;
+    fs::write(
+        &paths.registry_path,
+        serde_json::to_vec_pretty(&registry).unwrap_or_default(),
+    )?;
+    fs::write(
+        paths.chroma_dir.join(EXTRA_CHROMA_FILE),
+        b"added after the baseline",
+    )?;
     Ok("inserted a marker row, added a registry project, added a chroma file".to_owned())
 }
 
@@ -288,7 +317,8 @@ fn count_in(conn: &Connection, db: &Utf8Path, markers_only: bool) -> Result<i64>
     } else {
         "SELECT count(*) FROM memories WHERE content != ?1"
     };
-    conn.query_row(sql, [MUTATION_MARKER], |row| row.get(0)).map_err(sqlite_error(db))
+    conn.query_row(sql, [MUTATION_MARKER], |row| row.get(0))
+        .map_err(sqlite_error(db))
 }
 
 fn pre_restore_holds_mutation(paths: &RuntimePaths, pre: &Stamp) -> StepResult {
@@ -306,9 +336,13 @@ fn pre_restore_holds_mutation(paths: &RuntimePaths, pre: &Stamp) -> StepResult {
         .chroma
         .as_ref()
         .is_some_and(|c| c.files.iter().any(|f| f.path == EXTRA_CHROMA_FILE));
-    let valid = validate_backup(&paths.backup_dir, pre).map_err(|e| e.chain())?.valid;
+    let valid = validate_backup(&paths.backup_dir, pre)
+        .map_err(|e| e.chain())?
+        .valid;
     if markers == 1 && registry_has && chroma_has && valid {
-        Ok(format!("`{pre}` has the marker row, the registry edit and the chroma file, and validates"))
+        Ok(format!(
+            "`{pre}` has the marker row, the registry edit and the chroma file, and validates"
+        ))
     } else {
         Err(format!(
             "`{pre}`: marker rows {markers}, registry edit {registry_has}, chroma file {chroma_has}, valid {valid}"

@@ -61,16 +61,27 @@ pub(crate) fn copy_hashed(
 }
 
 /// Hashes a file that must be a regular file (a symlink is refused, not followed).
-pub(crate) fn hash_regular_file(path: &Utf8Path, algorithm: Algorithm, progress: &dyn Progress) -> Result<(u64, Checksum)> {
+pub(crate) fn hash_regular_file(
+    path: &Utf8Path,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> Result<(u64, Checksum)> {
     let meta = fs::symlink_metadata(path)?;
     if meta.file_type().is_symlink() {
-        return Err(Error::SymlinkRefused { path: path.to_owned() });
+        return Err(Error::SymlinkRefused {
+            path: path.to_owned(),
+        });
     }
     if !meta.is_file() {
-        return Err(Error::UnsupportedFileType { path: path.to_owned() });
+        return Err(Error::UnsupportedFileType {
+            path: path.to_owned(),
+        });
     }
     let file = fs::File::open(path)?;
-    let reader = ProgressReader { inner: file, progress };
+    let reader = ProgressReader {
+        inner: file,
+        progress,
+    };
     Ok(crate::checksum::hash_reader(reader, algorithm)?)
 }
 

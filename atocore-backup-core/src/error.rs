@@ -124,7 +124,9 @@ pub enum Error {
     },
 
     /// A chroma file kept changing while it was copied.
-    #[error("chroma file `{path}` changed during each of {attempts} copy attempts; stop the writer and retry")]
+    #[error(
+        "chroma file `{path}` changed during each of {attempts} copy attempts; stop the writer and retry"
+    )]
     ChromaUnstable {
         /// The source file.
         path: Utf8PathBuf,
@@ -172,7 +174,9 @@ pub enum Error {
     },
 
     /// A restore was asked for without confirming the service is stopped.
-    #[error("restore of `{stamp}` refused: confirm the atocore service is stopped with --confirm-service-stopped")]
+    #[error(
+        "restore of `{stamp}` refused: confirm the atocore service is stopped with --confirm-service-stopped"
+    )]
     NotConfirmed {
         /// The stamp to restore.
         stamp: String,

@@ -218,7 +218,8 @@ impl Executor<'_> {
             // Nothing live was touched: leave no marker that would keep the
             // service from starting on a runtime that is fine as it is.
             if RestoreMarker::remove(self.paths).is_ok() {
-                warnings.push("the restore stopped before changing the live runtime; it is unchanged".to_owned());
+                warnings
+                    .push("the restore stopped before changing the live runtime; it is unchanged".to_owned());
             }
         }
         let integrity_ok = self.integrity_check.as_deref() == Some("ok");
@@ -344,17 +345,35 @@ impl Executor<'_> {
             }
             RestoreStep::ReplaceDb { from, to } => {
                 self.live_changed = true;
-                replace_file(from, to, &manifest.db.checksum, "restore.before_db_rename", self.progress)?;
+                replace_file(
+                    from,
+                    to,
+                    &manifest.db.checksum,
+                    "restore.before_db_rename",
+                    self.progress,
+                )?;
                 crash_point("restore.after_db_swap");
-                Ok(Outcome::Done(format!("`{to}` replaced ({} bytes)", manifest.db.size_bytes)))
+                Ok(Outcome::Done(format!(
+                    "`{to}` replaced ({} bytes)",
+                    manifest.db.size_bytes
+                )))
             }
             RestoreStep::RestoreRegistry { from, to, .. } => {
                 let (Some(from), Some(record)) = (from, &manifest.registry) else {
                     return Ok(Outcome::Skipped("the backup has no registry".to_owned()));
                 };
-                replace_file(from, to, &record.checksum, "restore.before_registry_rename", self.progress)?;
+                replace_file(
+                    from,
+                    to,
+                    &record.checksum,
+                    "restore.before_registry_rename",
+                    self.progress,
+                )?;
                 crash_point("restore.after_registry");
-                Ok(Outcome::Done(format!("`{to}` replaced ({} bytes)", record.size_bytes)))
+                Ok(Outcome::Done(format!(
+                    "`{to}` replaced ({} bytes)",
+                    record.size_bytes
+                )))
             }
             RestoreStep::RestoreChroma { from, to, swap, .. } => {
                 let (Some(from), Some(record)) = (from, &manifest.chroma) else {
@@ -362,7 +381,10 @@ impl Executor<'_> {
                 };
                 let method = restore_chroma(from, to, record, *swap, self.progress)?;
                 crash_point("restore.after_chroma");
-                Ok(Outcome::Done(format!("{} files restored by {method}", record.file_count)))
+                Ok(Outcome::Done(format!(
+                    "{} files restored by {method}",
+                    record.file_count
+                )))
             }
             RestoreStep::IntegrityCheck { db_path } => {
                 let text = integrity_check_live(db_path)?;
@@ -415,13 +437,20 @@ fn replace_file(
 
 fn refuse_symlink(path: &Utf8Path) -> Result<()> {
     match path.symlink_metadata() {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::SymlinkRefused { path: path.to_owned() }),
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::SymlinkRefused {
+            path: path.to_owned(),
+        }),
         _ => Ok(()),
     }
 }
 
 /// Builds a verified copy of the backup's chroma tree at `staging`.
-fn build_chroma_tree(from: &Utf8Path, staging: &Utf8Path, record: &ChromaRecord, progress: &dyn Progress) -> Result<()> {
+fn build_chroma_tree(
+    from: &Utf8Path,
+    staging: &Utf8Path,
+    record: &ChromaRecord,
+    progress: &dyn Progress,
+) -> Result<()> {
     if staging.symlink_metadata().is_ok() {
         fs::remove_dir_all(staging)?;
     }
@@ -429,7 +458,10 @@ fn build_chroma_tree(from: &Utf8Path, staging: &Utf8Path, record: &ChromaRecord,
     let mut dirs = vec![staging.to_owned()];
     for file in &record.files {
         let source = resolve_inside(from, &file.path).map_err(|problem| {
-            Error::Io(std::io::Error::other(format!("chroma file `{from}/{}`: {problem}", file.path)))
+            Error::Io(std::io::Error::other(format!(
+                "chroma file `{from}/{}`: {problem}",
+                file.path
+            )))
         })?;
         let target = staging.join(&file.path);
         let parent = parent_or_dot(&target).to_owned();
@@ -512,7 +544,9 @@ fn restore_chroma(
 /// `to` is at every instant either the complete old tree or the complete new one.
 fn exchange(staging: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
     if injected("chroma-rename-ebusy") {
-        return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::BUSY.raw_os_error()));
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::BUSY.raw_os_error(),
+        ));
     }
     rustix::fs::renameat_with(
         rustix::fs::CWD,
@@ -528,7 +562,12 @@ fn exchange(staging: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
 /// new tree inside it, move the old entries into an inner `old` directory,
 /// move the new ones up, then delete the old. The directory's inode never
 /// changes, and the restore marker covers the instants in between.
-fn swap_entries(from: &Utf8Path, to: &Utf8Path, record: &ChromaRecord, progress: &dyn Progress) -> Result<()> {
+fn swap_entries(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    record: &ChromaRecord,
+    progress: &dyn Progress,
+) -> Result<()> {
     let staging = to.join(INNER_STAGING);
     let old = to.join(INNER_OLD);
     if old.symlink_metadata().is_ok() {

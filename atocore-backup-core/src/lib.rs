@@ -65,8 +65,8 @@ pub use execute::{RestoreReport, StepReport, StepStatus, preview_restore, restor
 pub use list::{BackupListing, BackupSummary, list_backups};
 pub use lock::{BackupDirLock, LockHolder, ServiceLock};
 pub use manifest::{
-    B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord, MANIFEST_NAME,
-    SourcePaths,
+    B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord,
+    MANIFEST_NAME, SourcePaths,
 };
 pub use marker::RestoreMarker;
 pub use observe::observe_restore;

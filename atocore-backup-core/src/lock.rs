@@ -221,7 +221,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = RuntimePaths::under(Utf8Path::from_path(dir.path()).unwrap());
         let held = ServiceLock::acquire(&paths).unwrap();
-        assert!(matches!(ServiceLock::acquire(&paths), Err(Error::ServiceRunning { .. })));
+        assert!(matches!(
+            ServiceLock::acquire(&paths),
+            Err(Error::ServiceRunning { .. })
+        ));
         drop(held);
         ServiceLock::acquire(&paths).unwrap();
     }

@@ -167,10 +167,11 @@ impl BackupManifest {
                 supported: FORMAT_VERSION,
             });
         }
-        let manifest: BackupManifest = serde_json::from_slice(bytes).map_err(|source| Error::ManifestParse {
-            path: path.to_owned(),
-            source,
-        })?;
+        let manifest: BackupManifest =
+            serde_json::from_slice(bytes).map_err(|source| Error::ManifestParse {
+                path: path.to_owned(),
+                source,
+            })?;
         manifest.check_paths(path)?;
         Ok(manifest)
     }
@@ -189,7 +190,11 @@ impl BackupManifest {
         let unsafe_entry = std::iter::once(self.db.path.as_str())
             .chain(self.registry.iter().map(|r| r.path.as_str()))
             .chain(self.chroma.iter().map(|c| c.path.as_str()))
-            .chain(self.chroma.iter().flat_map(|c| c.files.iter().map(|f| f.path.as_str())))
+            .chain(
+                self.chroma
+                    .iter()
+                    .flat_map(|c| c.files.iter().map(|f| f.path.as_str())),
+            )
             .find(|entry| !is_safe_relative(entry));
         match unsafe_entry {
             Some(entry) => Err(Error::UnsafeManifestPath {
@@ -252,7 +257,8 @@ mod tests {
     #[test]
     fn parses_the_contract_example_and_round_trips() {
         let manifest = parse(&sample()).unwrap();
-        let again = BackupManifest::from_json(manifest.to_json().as_bytes(), Utf8Path::new("m.json")).unwrap();
+        let again =
+            BackupManifest::from_json(manifest.to_json().as_bytes(), Utf8Path::new("m.json")).unwrap();
         assert_eq!(manifest, again);
     }
 
@@ -261,18 +267,34 @@ mod tests {
         let mut value = sample();
         value["format_version"] = 2.into();
         let error = parse(&value).unwrap_err();
-        assert!(matches!(error, Error::ManifestFutureVersion { found: 2, .. }), "{error}");
+        assert!(
+            matches!(error, Error::ManifestFutureVersion { found: 2, .. }),
+            "{error}"
+        );
     }
 
     #[test]
     fn rejects_unsafe_paths() {
-        for bad in ["../etc/passwd", "/etc/passwd", "db/../../x", "a//b", "./a", "a\\b"] {
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "db/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+        ] {
             let mut value = sample();
             value["chroma"]["files"][0]["path"] = bad.into();
-            assert!(matches!(parse(&value), Err(Error::UnsafeManifestPath { .. })), "{bad}");
+            assert!(
+                matches!(parse(&value), Err(Error::UnsafeManifestPath { .. })),
+                "{bad}"
+            );
             let mut value = sample();
             value["db"]["path"] = bad.into();
-            assert!(matches!(parse(&value), Err(Error::UnsafeManifestPath { .. })), "{bad}");
+            assert!(
+                matches!(parse(&value), Err(Error::UnsafeManifestPath { .. })),
+                "{bad}"
+            );
         }
     }
 

@@ -45,9 +45,7 @@ impl RuntimePaths {
             db_path: overrides
                 .db_path
                 .unwrap_or_else(|| data_dir.join("db/atocore.db")),
-            chroma_dir: overrides
-                .chroma_dir
-                .unwrap_or_else(|| data_dir.join("chroma")),
+            chroma_dir: overrides.chroma_dir.unwrap_or_else(|| data_dir.join("chroma")),
             registry_path: overrides
                 .registry_path
                 .unwrap_or_else(|| data_dir.join("config/project-registry.json")),

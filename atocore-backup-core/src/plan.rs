@@ -288,7 +288,11 @@ pub fn plan_restore(
     let snapshot_bytes = if take_snapshot {
         facts.live_db_bytes
             + facts.live_registry_bytes
-            + if include_chroma { facts.live_chroma_bytes } else { 0 }
+            + if include_chroma {
+                facts.live_chroma_bytes
+            } else {
+                0
+            }
     } else {
         0
     };
@@ -377,8 +381,12 @@ pub fn plan_restore(
             },
             skip_reason: match (include_chroma, has_chroma) {
                 (true, _) => None,
-                (false, true) => Some("declined with --no-chroma; the live chroma is left as it is".to_owned()),
-                (false, false) => Some("the backup has no chroma; the live chroma is left as it is".to_owned()),
+                (false, true) => {
+                    Some("declined with --no-chroma; the live chroma is left as it is".to_owned())
+                }
+                (false, false) => {
+                    Some("the backup has no chroma; the live chroma is left as it is".to_owned())
+                }
             },
         },
         RestoreStep::IntegrityCheck { db_path },

@@ -58,7 +58,9 @@ pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFa
                 _ => {
                     attempts += 1;
                     if attempts > BUSY_RETRIES {
-                        return Err(Error::DbBackupBusy { path: source.to_owned() });
+                        return Err(Error::DbBackupBusy {
+                            path: source.to_owned(),
+                        });
                     }
                     std::thread::sleep(BUSY_PAUSE);
                 }
@@ -106,11 +108,15 @@ fn uri_escape(path: &str) -> String {
 
 /// Runs `PRAGMA integrity_check` and returns SQLite's text (`ok` when sound).
 pub(crate) fn integrity_check(conn: &Connection, path: &Utf8Path) -> Result<String> {
-    let mut statement = conn.prepare("PRAGMA integrity_check").map_err(sqlite_error(path))?;
+    let mut statement = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(sqlite_error(path))?;
     let rows = statement
         .query_map([], |row| row.get::<_, String>(0))
         .map_err(sqlite_error(path))?;
-    let lines = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_error(path))?;
+    let lines = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sqlite_error(path))?;
     Ok(lines.join("\n"))
 }
 
@@ -135,8 +141,11 @@ pub(crate) struct Checkpoint {
 pub(crate) fn check_exclusive(path: &Utf8Path) -> Result<()> {
     let sidecars = [format!("{path}-wal"), format!("{path}-shm")];
     let had_sidecars = sidecars.iter().any(|s| Utf8Path::new(s).exists());
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sqlite_error(path))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(path))?;
     conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(path))?;
     // A gate must change nothing: without this, closing the last connection
     // would checkpoint the -wal into the db file of a restore later refused.
@@ -167,8 +176,11 @@ pub(crate) fn check_exclusive(path: &Utf8Path) -> Result<()> {
 /// Checkpoints the live db and truncates its `-wal`, then closes the
 /// connection so no handle of ours keeps the sidecars open.
 pub(crate) fn checkpoint_truncate(path: &Utf8Path) -> Result<Checkpoint> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sqlite_error(path))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(path))?;
     conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(path))?;
     let checkpoint = conn
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -185,7 +197,10 @@ pub(crate) fn checkpoint_truncate(path: &Utf8Path) -> Result<Checkpoint> {
 
 /// Integrity of the restored live db, through a normal connection.
 pub(crate) fn integrity_check_live(path: &Utf8Path) -> Result<String> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(sqlite_error(path))?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(path))?;
     integrity_check(&conn, path)
 }

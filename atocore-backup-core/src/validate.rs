@@ -72,7 +72,12 @@ impl ValidationReport {
         }
     }
 
-    fn check(&mut self, name: &str, outcome: std::result::Result<String, String>, error_prefix: &str) -> bool {
+    fn check(
+        &mut self,
+        name: &str,
+        outcome: std::result::Result<String, String>,
+        error_prefix: &str,
+    ) -> bool {
         let ok = outcome.is_ok();
         let detail = match outcome {
             Ok(detail) => detail,
@@ -120,11 +125,19 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
         Ok(meta) if meta.is_dir() => report.exists = true,
         Ok(_) => {
             report.exists = true;
-            report.check("snapshot.dir", Err(format!("snapshot `{dir}` is not a directory")), "");
+            report.check(
+                "snapshot.dir",
+                Err(format!("snapshot `{dir}` is not a directory")),
+                "",
+            );
             return Ok(report);
         }
         Err(_) => {
-            report.check("snapshot.dir", Err(format!("snapshot `{dir}` does not exist")), "");
+            report.check(
+                "snapshot.dir",
+                Err(format!("snapshot `{dir}` does not exist")),
+                "",
+            );
             return Ok(report);
         }
     }
@@ -135,11 +148,18 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
             return Ok(report);
         }
     };
-    report.check("manifest", Ok(format!("format_version {}", manifest.format_version)), "manifest");
+    report.check(
+        "manifest",
+        Ok(format!("format_version {}", manifest.format_version)),
+        "manifest",
+    );
     let stamp_matches = if manifest.stamp == *stamp {
         Ok(format!("stamp {stamp}"))
     } else {
-        Err(format!("manifest records stamp `{}`, not `{stamp}`", manifest.stamp))
+        Err(format!(
+            "manifest records stamp `{}`, not `{stamp}`",
+            manifest.stamp
+        ))
     };
     report.check("manifest.stamp", stamp_matches, "");
 
@@ -158,7 +178,8 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
     if let (Some(record), Some(checksum)) = (&manifest.registry, hashes.registry) {
         let label = format!("registry {}", record.path);
         let checksum_ok = report.check("registry.checksum", checksum, &label);
-        let json_ok = checksum_ok && report.check("registry.json", parse_json(&dir.join(&record.path)), &label);
+        let json_ok =
+            checksum_ok && report.check("registry.json", parse_json(&dir.join(&record.path)), &label);
         report.registry_ok = Some(checksum_ok && json_ok);
     }
 
@@ -197,9 +218,10 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
     }
 
     if !dir.join(B3SUMS_NAME).is_file() {
-        report
-            .warnings
-            .push(format!("`{}` is missing; `b3sum -c` cannot be used", dir.join(B3SUMS_NAME)));
+        report.warnings.push(format!(
+            "`{}` is missing; `b3sum -c` cannot be used",
+            dir.join(B3SUMS_NAME)
+        ));
     }
     report.valid = report.errors.is_empty();
     report.manifest = Some(manifest);
@@ -214,7 +236,12 @@ struct FileChecks {
 }
 
 fn check_all_files(dir: &Utf8Path, manifest: &BackupManifest) -> FileChecks {
-    let db = check_file(dir, &manifest.db.path, manifest.db.size_bytes, &manifest.db.checksum);
+    let db = check_file(
+        dir,
+        &manifest.db.path,
+        manifest.db.size_bytes,
+        &manifest.db.checksum,
+    );
     let registry = manifest
         .registry
         .as_ref()
@@ -225,7 +252,10 @@ fn check_all_files(dir: &Utf8Path, manifest: &BackupManifest) -> FileChecks {
         .flat_map(|c| {
             c.files.iter().map(move |f| {
                 let relative = format!("{}/{}", c.path, f.path);
-                (f.path.clone(), check_file(dir, &relative, f.size_bytes, &f.checksum))
+                (
+                    f.path.clone(),
+                    check_file(dir, &relative, f.size_bytes, &f.checksum),
+                )
             })
         })
         .collect();

@@ -1,5 +1,7 @@
 //! Validation catches every kind of damage, naming the part at fault.
 
+#![allow(clippy::unwrap_used)] // a failed step in a test should panic with its error
+
 mod common;
 
 use atocore_backup_core::{BackupManifest, Stamp, validate_backup};
@@ -44,7 +46,10 @@ fn flip_byte(path: &camino::Utf8Path, offset: u64) {
 }
 
 fn assert_one_error(errors: &[String], expected: &str) {
-    assert!(errors.iter().any(|e| e.contains(expected)), "expected {expected:?} in {errors:#?}");
+    assert!(
+        errors.iter().any(|e| e.contains(expected)),
+        "expected {expected:?} in {errors:#?}"
+    );
 }
 
 #[test]
@@ -60,7 +65,10 @@ fn a_damaged_db_header_fails_checksum_and_integrity() {
     flip_byte(&backup.path("db/atocore.db"), 16);
     let errors = backup.errors();
     assert_one_error(&errors, "db db/atocore.db: checksum mismatch");
-    assert!(errors.len() >= 2, "the integrity check must fail too: {errors:#?}");
+    assert!(
+        errors.len() >= 2,
+        "the integrity check must fail too: {errors:#?}"
+    );
 }
 
 #[test]
@@ -83,15 +91,26 @@ fn a_missing_chroma_file_is_reported() {
 fn an_altered_chroma_file_is_reported() {
     let backup = Damaged::new();
     flip_byte(&backup.path("chroma/segment-0001/data_level0.bin"), 10);
-    assert_one_error(&backup.errors(), "chroma file segment-0001/data_level0.bin: checksum mismatch");
+    assert_one_error(
+        &backup.errors(),
+        "chroma file segment-0001/data_level0.bin: checksum mismatch",
+    );
 }
 
 #[test]
 fn a_truncated_hnsw_file_is_reported_though_chroma_sqlite_is_fine() {
     let backup = Damaged::new();
     let path = backup.path("chroma/segment-0001/data_level0.bin");
-    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1000).unwrap();
-    assert_one_error(&backup.errors(), "chroma file segment-0001/data_level0.bin: size 1000 bytes");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    assert_one_error(
+        &backup.errors(),
+        "chroma file segment-0001/data_level0.bin: size 1000 bytes",
+    );
 }
 
 #[test]
@@ -100,7 +119,10 @@ fn an_extra_chroma_file_is_a_warning_not_an_error() {
     fs::write(backup.path("chroma/segment-0001/stray.bin"), b"?").unwrap();
     let report = validate_backup(&backup.runtime.paths.backup_dir, &backup.manifest.stamp).unwrap();
     assert!(report.valid);
-    assert_eq!(report.warnings, ["chroma file segment-0001/stray.bin is not recorded in the manifest"]);
+    assert_eq!(
+        report.warnings,
+        ["chroma file segment-0001/stray.bin is not recorded in the manifest"]
+    );
 }
 
 #[test]
@@ -121,7 +143,10 @@ fn an_absolute_manifest_path_makes_the_backup_invalid() {
 fn a_future_format_version_is_named() {
     let backup = Damaged::new();
     backup.rewrite_manifest(|m| m["format_version"] = 99.into());
-    assert_one_error(&backup.errors(), "has format_version 99, newer than the 1 this tool reads");
+    assert_one_error(
+        &backup.errors(),
+        "has format_version 99, newer than the 1 this tool reads",
+    );
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! create, list and validate on real runtimes.
 
+#![allow(clippy::unwrap_used)] // a failed step in a test should panic with its error
+
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use atocore_backup_core::{
     BackupDirLock, BackupKind, CreateOptions, Error, NoProgress, create_backup, list_backups, validate_backup,
@@ -25,22 +27,39 @@ fn round_trip_creates_lists_and_validates_with_independent_checksums() {
 
     let report = validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
     assert!(report.valid, "{:?}", report.errors);
-    assert_eq!((report.db_ok, report.registry_ok, report.chroma_ok), (true, Some(true), Some(true)));
+    assert_eq!(
+        (report.db_ok, report.registry_ok, report.chroma_ok),
+        (true, Some(true), Some(true))
+    );
 
     // An independent BLAKE3 of every file agrees with the manifest.
     let mut recorded = 0;
     for (path, size, checksum) in manifest.files() {
         let bytes = fs::read(dir.join(&path)).unwrap();
         assert_eq!(bytes.len() as u64, size, "{path}");
-        assert_eq!(checksum.to_string(), format!("blake3:{}", blake3::hash(&bytes).to_hex()), "{path}");
+        assert_eq!(
+            checksum.to_string(),
+            format!("blake3:{}", blake3::hash(&bytes).to_hex()),
+            "{path}"
+        );
         recorded += 1;
     }
     assert_eq!(recorded, 2 + manifest.chroma.as_ref().unwrap().files.len());
     // The chroma sidecars are folded into the online backup, never copied raw.
-    assert!(manifest.chroma.as_ref().unwrap().files.iter().all(|f| !f.path.ends_with("-wal")));
+    assert!(
+        manifest
+            .chroma
+            .as_ref()
+            .unwrap()
+            .files
+            .iter()
+            .all(|f| !f.path.ends_with("-wal"))
+    );
 
     let copy = open_immutable(&dir.join(&manifest.db.path));
-    let rows: i64 = copy.query_row("SELECT count(*) FROM memories", [], |r| r.get(0)).unwrap();
+    let rows: i64 = copy
+        .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(rows, 3000);
     assert_eq!(manifest.db.user_version, atocore_backup_core::SEED_SCHEMA_VERSION);
 
@@ -86,7 +105,12 @@ fn stamps_that_collide_get_a_numeric_suffix() {
     if stamps[0].as_str() == &stamps[1].as_str()[..16] {
         assert_eq!(stamps[1].as_str(), format!("{}-2", stamps[0]));
     }
-    let listed: Vec<_> = list_backups(&runtime.paths).unwrap().backups.into_iter().map(|b| b.stamp).collect();
+    let listed: Vec<_> = list_backups(&runtime.paths)
+        .unwrap()
+        .backups
+        .into_iter()
+        .map(|b| b.stamp)
+        .collect();
     let mut newest_first: Vec<_> = stamps.iter().map(|s| s.to_string()).collect();
     newest_first.reverse();
     assert_eq!(listed, newest_first);
@@ -125,7 +149,9 @@ fn a_hot_backup_holds_a_row_count_between_before_and_after() {
     let report = validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
     assert!(report.valid, "{:?}", report.errors);
     let copy = open_immutable(&runtime.snapshot(&manifest.stamp).join(&manifest.db.path));
-    let rows: i64 = copy.query_row("SELECT count(*) FROM memories", [], |r| r.get(0)).unwrap();
+    let rows: i64 = copy
+        .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
+        .unwrap();
     assert!(before <= rows && rows <= after, "{before} <= {rows} <= {after}");
 }
 
@@ -171,7 +197,11 @@ fn an_unreadable_registry_fails_naming_it_and_leaves_nothing() {
     // A directory where the file should be cannot be read, even by root.
     fs::create_dir(&runtime.paths.registry_path).unwrap();
     let error = create_backup(&runtime.paths, &CreateOptions::default(), &NoProgress).unwrap_err();
-    assert!(error.chain().contains("project-registry.json"), "{}", error.chain());
+    assert!(
+        error.chain().contains("project-registry.json"),
+        "{}",
+        error.chain()
+    );
     assert_no_snapshot_left(&runtime);
 }
 
@@ -206,7 +236,8 @@ fn symlinks_inside_chroma_are_refused_not_followed() {
 #[test]
 fn a_second_operation_fails_at_once_naming_the_lock_holder() {
     let runtime = Runtime::seeded(10);
-    let _held = BackupDirLock::acquire(&runtime.paths, "create", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
+    let _held =
+        BackupDirLock::acquire(&runtime.paths, "create", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
     let error = create_backup(&runtime.paths, &CreateOptions::default(), &NoProgress).unwrap_err();
     assert!(matches!(error, Error::Busy { .. }));
     let text = error.to_string();
@@ -220,7 +251,14 @@ fn leftover_partials_are_listed_as_leftovers_and_removed_by_the_next_create() {
     fs::create_dir_all(partial.join("db")).unwrap();
     let listing = list_backups(&runtime.paths).unwrap();
     assert!(listing.backups.is_empty());
-    assert!(listing.warnings.iter().any(|w| w.contains(".partial-20260101T000000Z")), "{:?}", listing.warnings);
+    assert!(
+        listing
+            .warnings
+            .iter()
+            .any(|w| w.contains(".partial-20260101T000000Z")),
+        "{:?}",
+        listing.warnings
+    );
     runtime.backup(false);
     assert!(!partial.exists());
 }
@@ -232,10 +270,18 @@ fn directories_without_a_readable_manifest_are_listed_as_broken() {
     fs::create_dir_all(runtime.paths.snapshots_dir().join("20200101T000000Z")).unwrap();
     fs::create_dir_all(runtime.paths.snapshots_dir().join("not-a-stamp")).unwrap();
     let listing = list_backups(&runtime.paths).unwrap();
-    let names: Vec<_> = listing.backups.iter().map(|b| (b.stamp.as_str(), b.broken.is_some())).collect();
+    let names: Vec<_> = listing
+        .backups
+        .iter()
+        .map(|b| (b.stamp.as_str(), b.broken.is_some()))
+        .collect();
     assert_eq!(
         names,
-        [(good.stamp.as_str(), false), ("20200101T000000Z", true), ("not-a-stamp", true)]
+        [
+            (good.stamp.as_str(), false),
+            ("20200101T000000Z", true),
+            ("not-a-stamp", true)
+        ]
     );
     assert_eq!(listing.backups[0].kind, Some(BackupKind::Manual));
 }

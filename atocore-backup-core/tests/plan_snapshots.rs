@@ -1,5 +1,7 @@
 //! Plan previews from hand-built facts: pure, so every case is a snapshot.
 
+#![allow(clippy::unwrap_used)] // a failed step in a test should panic with its error
+
 use atocore_backup_core::{
     BackupManifest, RestoreFacts, RestoreMarker, RestoreOptions, RestoreTargets, Sidecar, plan_restore,
 };
@@ -30,7 +32,11 @@ fn manifest(registry: bool, chroma: bool) -> BackupManifest {
             "captured_at": "2026-04-08T21:17:49.002Z",
             "files": [{"path": "chroma.sqlite3", "size_bytes": 8192, "checksum": checksum}]});
     }
-    BackupManifest::from_json(value.to_string().as_bytes(), Utf8Path::new("backup-metadata.json")).unwrap()
+    BackupManifest::from_json(
+        value.to_string().as_bytes(),
+        Utf8Path::new("backup-metadata.json"),
+    )
+    .unwrap()
 }
 
 fn facts() -> RestoreFacts {
@@ -113,7 +119,8 @@ fn sidecars_present_a_mount_point_and_an_interrupted_restore() {
         pid: 4242,
         pre_restore_stamp: Some("20260409T080000Z".parse().unwrap()),
     });
-    facts.leftovers = vec!["`/srv/atocore/data/db/.atocore.db.restore-tmp` is left from an interrupted restore".into()];
+    facts.leftovers =
+        vec!["`/srv/atocore/data/db/.atocore.db.restore-tmp` is left from an interrupted restore".into()];
     let plan = plan_restore(&manifest(true, true), &options(None, true), &facts).unwrap();
     insta::assert_json_snapshot!(plan);
 }

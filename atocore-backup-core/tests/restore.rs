@@ -1,5 +1,7 @@
 //! Restore on real runtimes: the cases of the original tool, ported, and the gates.
 
+#![allow(clippy::unwrap_used)] // a failed step in a test should panic with its error
+
 mod common;
 
 use atocore_backup_core::{
@@ -12,7 +14,11 @@ use rusqlite::Connection;
 const MARKER_SQL: &str = "INSERT INTO memories (project_id, content, embedding, created_at) VALUES (1, 'post-backup', x'00', 'later')";
 const COUNT_MARKER: &str = "SELECT count(*) FROM memories WHERE content = 'post-backup'";
 
-fn restore(runtime: &Runtime, stamp: &atocore_backup_core::Stamp, options: RestoreOptions) -> atocore_backup_core::RestoreReport {
+fn restore(
+    runtime: &Runtime,
+    stamp: &atocore_backup_core::Stamp,
+    options: RestoreOptions,
+) -> atocore_backup_core::RestoreReport {
     restore_backup(&runtime.paths, stamp, &options, true, &NoProgress).unwrap()
 }
 
@@ -21,7 +27,14 @@ fn refuses_without_confirmation_and_changes_nothing() {
     let runtime = Runtime::seeded(50);
     let manifest = runtime.backup(true);
     let before = runtime.tree();
-    let error = restore_backup(&runtime.paths, &manifest.stamp, &restore_options(), false, &NoProgress).unwrap_err();
+    let error = restore_backup(
+        &runtime.paths,
+        &manifest.stamp,
+        &restore_options(),
+        false,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(matches!(error, Error::NotConfirmed { .. }));
     assert!(error.to_string().contains("--confirm-service-stopped"));
     assert_eq!(before, runtime.tree());
@@ -31,7 +44,9 @@ fn refuses_without_confirmation_and_changes_nothing() {
 fn refuses_an_invalid_backup_before_touching_anything() {
     let runtime = Runtime::seeded(50);
     let manifest = runtime.backup(true);
-    let chroma_file = runtime.snapshot(&manifest.stamp).join("chroma/segment-0001/header.bin");
+    let chroma_file = runtime
+        .snapshot(&manifest.stamp)
+        .join("chroma/segment-0001/header.bin");
     fs::write(&chroma_file, b"tampered").unwrap();
     runtime.db().execute(MARKER_SQL, []).unwrap();
     let before = runtime.tree();
@@ -39,7 +54,11 @@ fn refuses_an_invalid_backup_before_touching_anything() {
     assert!(!report.success);
     let failed = report.failed_step().unwrap();
     assert_eq!(failed.step.name(), "validate_backup");
-    assert!(failed.detail.contains("segment-0001/header.bin"), "{}", failed.detail);
+    assert!(
+        failed.detail.contains("segment-0001/header.bin"),
+        "{}",
+        failed.detail
+    );
     assert!(report.steps[1..].iter().all(|s| s.status == StepStatus::Skipped));
     assert_eq!(before, runtime.tree());
 }
@@ -56,7 +75,11 @@ fn round_trip_reverses_post_backup_mutations() {
     assert_eq!(report.integrity_check.as_deref(), Some("ok"));
     assert_eq!(runtime.count(COUNT_MARKER), 0);
     assert_eq!(runtime.count("SELECT count(*) FROM memories"), 200);
-    assert!(!fs::read_to_string(&runtime.paths.registry_path).unwrap().contains("mutated"));
+    assert!(
+        !fs::read_to_string(&runtime.paths.registry_path)
+            .unwrap()
+            .contains("mutated")
+    );
     assert!(!runtime.paths.restore_marker_path().exists());
 
     // The pre-restore snapshot holds the mutation, so the restore can be undone.
@@ -67,7 +90,11 @@ fn round_trip_reverses_post_backup_mutations() {
     let undo = restore(&runtime, &pre, restore_options());
     assert!(undo.success);
     assert_eq!(runtime.count(COUNT_MARKER), 1);
-    assert!(fs::read_to_string(&runtime.paths.registry_path).unwrap().contains("mutated"));
+    assert!(
+        fs::read_to_string(&runtime.paths.registry_path)
+            .unwrap()
+            .contains("mutated")
+    );
 }
 
 #[test]
@@ -76,7 +103,11 @@ fn round_trip_with_chroma_replaces_the_whole_tree() {
     let manifest = runtime.backup(true);
     let extra = runtime.paths.chroma_dir.join("segment-0001/added.bin");
     fs::write(&extra, b"new").unwrap();
-    fs::write(runtime.paths.chroma_dir.join("segment-0001/header.bin"), b"changed").unwrap();
+    fs::write(
+        runtime.paths.chroma_dir.join("segment-0001/header.bin"),
+        b"changed",
+    )
+    .unwrap();
     fs::create_dir(runtime.paths.chroma_dir.join("segment-0002")).unwrap();
 
     let report = restore(&runtime, &manifest.stamp, restore_options());
@@ -86,14 +117,23 @@ fn round_trip_with_chroma_replaces_the_whole_tree() {
     assert!(!runtime.paths.chroma_dir.join("segment-0002").exists());
     for file in &manifest.chroma.as_ref().unwrap().files {
         let live = fs::read(runtime.paths.chroma_dir.join(&file.path)).unwrap();
-        assert_eq!(file.checksum.to_string(), format!("blake3:{}", blake3::hash(&live).to_hex()), "{}", file.path);
+        assert_eq!(
+            file.checksum.to_string(),
+            format!("blake3:{}", blake3::hash(&live).to_hex()),
+            "{}",
+            file.path
+        );
     }
     // No staging or old tree is left beside it.
     let beside: Vec<_> = fs::read_dir(runtime.paths.chroma_dir.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(beside.iter().filter(|n| n.contains("chroma")).count(), 1, "{beside:?}");
+    assert_eq!(
+        beside.iter().filter(|n| n.contains("chroma")).count(),
+        1,
+        "{beside:?}"
+    );
     let pre = report.pre_restore_stamp.unwrap();
     let pre_report = validate_backup(&runtime.paths.backup_dir, &pre).unwrap();
     let pre_files = &pre_report.manifest.unwrap().chroma.unwrap().files;
@@ -111,7 +151,11 @@ fn skips_the_pre_restore_snapshot_when_asked() {
     let report = restore(&runtime, &manifest.stamp, options);
     assert!(report.success);
     assert!(report.pre_restore_stamp.is_none());
-    let step = report.steps.iter().find(|s| s.step.name() == "pre_restore_snapshot").unwrap();
+    let step = report
+        .steps
+        .iter()
+        .find(|s| s.step.name() == "pre_restore_snapshot")
+        .unwrap();
     assert_eq!(step.status, StepStatus::Skipped);
     assert_eq!(list_backups(&runtime.paths).unwrap().backups.len(), 1);
 }
@@ -148,7 +192,10 @@ fn a_hot_wal_is_checkpointed_into_the_snapshot_and_stale_sidecars_do_not_survive
     // The committed row that was only in the -wal is in the pre-restore snapshot.
     let pre = report.pre_restore_stamp.unwrap();
     let copy = Connection::open_with_flags(
-        format!("file:{}?immutable=1", runtime.snapshot(&pre).join("db/atocore.db")),
+        format!(
+            "file:{}?immutable=1",
+            runtime.snapshot(&pre).join("db/atocore.db")
+        ),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
     )
     .unwrap();
@@ -163,16 +210,35 @@ fn a_stale_wal_from_another_life_never_meets_the_restored_db() {
     let hot_wal = leave_hot_wal(&runtime);
     // Checkpoint it away, then put the old frames back: a -wal that belongs
     // to a state of the db that no longer exists.
-    runtime.db().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
-    runtime.db().execute("DELETE FROM memories WHERE content = 'post-backup'", []).unwrap();
-    runtime.db().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    runtime
+        .db()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    runtime
+        .db()
+        .execute("DELETE FROM memories WHERE content = 'post-backup'", [])
+        .unwrap();
+    runtime
+        .db()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
     fs::write(format!("{}-wal", runtime.paths.db_path), &hot_wal).unwrap();
 
-    let report = restore(&runtime, &manifest.stamp, RestoreOptions { include_chroma: None, pre_restore_snapshot: false });
+    let report = restore(
+        &runtime,
+        &manifest.stamp,
+        RestoreOptions {
+            include_chroma: None,
+            pre_restore_snapshot: false,
+        },
+    );
     assert!(report.success, "{report:#?}");
     assert_eq!(runtime.count(COUNT_MARKER), 0);
     assert_eq!(runtime.count("SELECT count(*) FROM memories"), 100);
-    let integrity: String = runtime.db().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = runtime
+        .db()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
 }
 
@@ -182,7 +248,14 @@ fn refuses_while_the_service_lock_is_held() {
     let manifest = runtime.backup(false);
     let _service = ServiceLock::acquire(&runtime.paths).unwrap();
     let before = runtime.tree();
-    let error = restore_backup(&runtime.paths, &manifest.stamp, &restore_options(), true, &NoProgress).unwrap_err();
+    let error = restore_backup(
+        &runtime.paths,
+        &manifest.stamp,
+        &restore_options(),
+        true,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(matches!(error, Error::ServiceRunning { .. }), "{error}");
     assert_eq!(before, runtime.tree());
 }
@@ -194,7 +267,14 @@ fn refuses_while_another_connection_holds_a_write_transaction() {
     let writer = runtime.db();
     writer.execute_batch("BEGIN IMMEDIATE;").unwrap();
     writer.execute(MARKER_SQL, []).unwrap();
-    let error = restore_backup(&runtime.paths, &manifest.stamp, &restore_options(), true, &NoProgress).unwrap_err();
+    let error = restore_backup(
+        &runtime.paths,
+        &manifest.stamp,
+        &restore_options(),
+        true,
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(matches!(error, Error::DbInUse { .. }), "{error}");
     assert!(error.to_string().contains("atocore.db"));
     writer.execute_batch("ROLLBACK;").unwrap();
@@ -221,7 +301,11 @@ fn the_service_lock_cannot_be_taken_while_a_restore_marker_exists() {
     assert!(matches!(error, Error::RestoreInProgress { .. }));
     assert!(error.to_string().contains("20260101T000000Z"), "{error}");
     let listing = list_backups(&runtime.paths).unwrap();
-    assert!(listing.warnings[0].contains("did not finish"), "{:?}", listing.warnings);
+    assert!(
+        listing.warnings[0].contains("did not finish"),
+        "{:?}",
+        listing.warnings
+    );
 }
 
 #[test]
@@ -232,9 +316,14 @@ fn restoring_into_other_paths_is_a_rehearsal() {
     rehearsal.backup_dir = runtime.paths.backup_dir.clone();
     let report = restore_backup(&rehearsal, &manifest.stamp, &restore_options(), true, &NoProgress).unwrap();
     assert!(report.success, "{report:#?}");
-    assert!(report.pre_restore_stamp.is_none(), "there was no live db to snapshot");
+    assert!(
+        report.pre_restore_stamp.is_none(),
+        "there was no live db to snapshot"
+    );
     let conn = Connection::open(&rehearsal.db_path).unwrap();
-    let rows: i64 = conn.query_row("SELECT count(*) FROM memories", [], |r| r.get(0)).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(rows, 30);
     assert!(rehearsal.chroma_dir.join("chroma.sqlite3").is_file());
 }

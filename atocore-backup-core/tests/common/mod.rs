@@ -1,8 +1,9 @@
 //! Fixtures shared by the core's integration tests: real runtimes in temp dirs.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use atocore_backup_core::{
-    BackupManifest, CreateOptions, NoProgress, RestoreOptions, RuntimePaths, Stamp, create_backup, seed_runtime,
+    BackupManifest, CreateOptions, NoProgress, RestoreOptions, RuntimePaths, Stamp, create_backup,
+    seed_runtime,
 };
 use camino::{Utf8Path, Utf8PathBuf};
 use rusqlite::Connection;
@@ -25,7 +26,11 @@ impl Runtime {
         let dir = tempfile::tempdir().unwrap();
         let root = Utf8PathBuf::from_path_buf(dir.path().to_owned()).unwrap();
         let paths = RuntimePaths::under(&root);
-        Runtime { _dir: dir, root, paths }
+        Runtime {
+            _dir: dir,
+            root,
+            paths,
+        }
     }
 
     pub fn backup(&self, include_chroma: bool) -> BackupManifest {
@@ -62,7 +67,9 @@ impl Runtime {
 }
 
 fn walk(root: &Utf8Path, dir: &Utf8Path, out: &mut Vec<(String, u64)>) {
-    let Ok(entries) = fs_err::read_dir(dir) else { return };
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return;
+    };
     for entry in entries {
         let entry = entry.unwrap();
         let path = Utf8PathBuf::from_path_buf(entry.path()).unwrap();

@@ -1,0 +1,133 @@
+//! Gates across real processes, the bind-mount fallback, and concurrency.
+
+#![allow(clippy::unwrap_used)] // a failed step in a test should panic with its error
+
+use std::os::unix::fs::MetadataExt;
+
+use atocore_backup_tests::{Scratch, file_hash, tree_hashes};
+use fs_err as fs;
+
+#[test]
+fn restore_is_refused_while_another_process_holds_the_service_lock() {
+    let scratch = Scratch::seeded(100);
+    let stamp = scratch.create(false);
+    let mut holder = scratch.hold("hold-service-lock");
+    let before = file_hash(&scratch.paths.db_path);
+    let output = scratch.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(".atocore-service.lock") && stderr.contains("stop the atocore service"),
+        "{stderr}"
+    );
+    assert_eq!(before, file_hash(&scratch.paths.db_path));
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let output = scratch.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn create_is_refused_while_another_process_holds_the_backup_lock() {
+    let scratch = Scratch::seeded(100);
+    let mut holder = scratch.hold("hold-backup-lock");
+    let output = scratch.run(&["create"]);
+    assert_eq!(output.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", holder.id())) && stderr.contains("test-helper since"),
+        "{stderr}"
+    );
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+}
+
+#[test]
+fn a_chroma_dir_that_cannot_be_renamed_has_its_entries_swapped_and_keeps_its_inode() {
+    let scratch = Scratch::seeded(100);
+    let stamp = scratch.create(true);
+    fs::write(scratch.paths.chroma_dir.join("segment-0001/after.bin"), b"later").unwrap();
+    fs::write(scratch.paths.chroma_dir.join("loose.bin"), b"later").unwrap();
+    let inode = fs::metadata(&scratch.paths.chroma_dir).unwrap().ino();
+    let output = scratch
+        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
+        .env("ATOCORE_BACKUP_FAULT", "chroma-rename-ebusy")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let chroma_step = &report["steps"][8];
+    assert_eq!(chroma_step["status"], "ok");
+    assert!(
+        chroma_step["detail"]
+            .as_str()
+            .unwrap()
+            .contains("swapping entries"),
+        "{chroma_step}"
+    );
+    assert_eq!(fs::metadata(&scratch.paths.chroma_dir).unwrap().ino(), inode);
+    let live: Vec<_> = tree_hashes(&scratch.paths.chroma_dir)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("-wal") && !p.ends_with("-shm"))
+        .collect();
+    assert_eq!(
+        live,
+        tree_hashes(&scratch.root.join(format!("backups/snapshots/{stamp}/chroma")))
+    );
+}
+
+#[test]
+fn two_creates_at_once_never_produce_a_half_listed_backup() {
+    let scratch = Scratch::seeded(40_000);
+    let a = scratch
+        .cli(&["create", "--include-chroma"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = scratch
+        .cli(&["create", "--include-chroma"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outcomes = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    for outcome in &outcomes {
+        let code = outcome.status.code();
+        assert!(
+            code == Some(0) || code == Some(5),
+            "{code:?}: {}",
+            String::from_utf8_lossy(&outcome.stderr)
+        );
+        if code == Some(5) {
+            assert!(String::from_utf8_lossy(&outcome.stderr).contains("is held by pid"));
+        }
+    }
+    let all = scratch.run(&["validate", "--all", "--json"]);
+    assert_eq!(
+        all.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&all.stdout)
+    );
+}
+
+#[test]
+fn drill_passes_through_the_real_binary() {
+    let scratch = Scratch::empty();
+    let output = scratch.run(&["drill", "--scratch-dir", scratch.root.join("drill").as_str()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Drill passed"));
+}
