@@ -294,3 +294,41 @@ fn validation_never_modifies_the_backup() {
     validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
     assert_eq!(before, runtime.tree());
 }
+
+#[test]
+fn a_chroma_file_that_keeps_changing_is_never_recorded_as_good() {
+    let runtime = Runtime::seeded(10);
+    let hot = runtime.paths.chroma_dir.join("segment-0001/data_level0.bin");
+    fs::write(&hot, vec![7u8; 16 << 20]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let hot = hot.clone();
+        std::thread::spawn(move || {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut file = fs::OpenOptions::new().write(true).open(&hot).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Rewrite in place, as an HNSW index update does: size stays, mtime moves.
+                file.seek(SeekFrom::Start(n % (16 << 20))).unwrap();
+                file.write_all(&n.to_le_bytes()).unwrap();
+                file.sync_data().unwrap();
+                n += 4096;
+            }
+        })
+    };
+    let result = create_backup(
+        &runtime.paths,
+        &CreateOptions {
+            include_chroma: true,
+            ..CreateOptions::default()
+        },
+        &NoProgress,
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let error = result.unwrap_err();
+    assert!(matches!(error, Error::ChromaUnstable { attempts: 3, .. }), "{error}");
+    assert!(error.to_string().contains("data_level0.bin"));
+    assert_no_snapshot_left(&runtime);
+}
