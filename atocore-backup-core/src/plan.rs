@@ -328,7 +328,7 @@ pub fn plan_restore(
     }
 
     let pre_restore_skip = if !options.pre_restore_snapshot {
-        Some("declined with --no-pre-restore-snapshot: this restore cannot be undone".to_owned())
+        Some("declined (no pre-restore snapshot): this restore cannot be undone".to_owned())
     } else if !facts.live_db_exists {
         Some("there is no live database to snapshot".to_owned())
     } else {
@@ -381,9 +381,7 @@ pub fn plan_restore(
             },
             skip_reason: match (include_chroma, has_chroma) {
                 (true, _) => None,
-                (false, true) => {
-                    Some("declined with --no-chroma; the live chroma is left as it is".to_owned())
-                }
+                (false, true) => Some("chroma declined; the live chroma is left as it is".to_owned()),
                 (false, false) => {
                     Some("the backup has no chroma; the live chroma is left as it is".to_owned())
                 }

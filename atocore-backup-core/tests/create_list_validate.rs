@@ -328,7 +328,10 @@ fn a_chroma_file_that_keeps_changing_is_never_recorded_as_good() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let error = result.unwrap_err();
-    assert!(matches!(error, Error::ChromaUnstable { attempts: 3, .. }), "{error}");
+    assert!(
+        matches!(error, Error::ChromaUnstable { attempts: 3, .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("data_level0.bin"));
     assert_no_snapshot_left(&runtime);
 }
