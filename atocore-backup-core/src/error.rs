@@ -60,6 +60,17 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// The online backup failed; SQLite does not say which side, so both are named.
+    #[error("online backup of `{from}` into `{to}` failed: {source}")]
+    DbBackup {
+        /// The database being copied.
+        from: Utf8PathBuf,
+        /// The copy being written.
+        to: Utf8PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+
     /// The online backup could not finish because the source stayed locked.
     #[error("database `{path}` stayed locked for the whole online backup; try again when its writers pause")]
     DbBackupBusy {
@@ -247,6 +258,7 @@ impl Error {
             | Error::NonUtf8Path { .. }
             | Error::DbMissing { .. }
             | Error::Sqlite { .. }
+            | Error::DbBackup { .. }
             | Error::DbBackupBusy { .. }
             | Error::RegistryJson { .. }
             | Error::BadChecksum { .. }

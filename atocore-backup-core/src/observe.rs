@@ -50,6 +50,11 @@ pub fn observe_restore(paths: &RuntimePaths, backup_path: &Utf8Path) -> Result<R
         available_bytes: available_bytes(paths)?,
         chroma_is_mount_point: live_chroma_exists && is_mount_point(&paths.chroma_dir)?,
         leftovers: crate::leftovers::describe(paths)?,
+        symlinked_targets: [&paths.db_path, &paths.registry_path, &paths.chroma_dir]
+            .into_iter()
+            .filter(|path| fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink()))
+            .cloned()
+            .collect(),
     })
 }
 

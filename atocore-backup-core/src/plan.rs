@@ -79,6 +79,9 @@ pub struct RestoreFacts {
     pub chroma_is_mount_point: bool,
     /// Debris of an interrupted restore, one sentence each.
     pub leftovers: Vec<String>,
+    /// Targets (db, registry, chroma dir) that are symlinks: writing through
+    /// them would change files outside the configured paths.
+    pub symlinked_targets: Vec<Utf8PathBuf>,
 }
 
 /// A `-wal` or `-shm` file found beside the live db.
@@ -99,6 +102,14 @@ pub enum RestoreRefusal {
     ChromaNotInBackup {
         /// The backup.
         stamp: String,
+    },
+    /// A target is a symlink.
+    #[error(
+        "target `{path}` is a symlink; restore writes only to real paths, so point the configuration at the real location"
+    )]
+    TargetIsSymlink {
+        /// The symlink.
+        path: Utf8PathBuf,
     },
     /// The restore would not fit.
     #[error("it needs {required_bytes} bytes of free space but only {available_bytes} are available")]
@@ -273,6 +284,9 @@ pub fn plan_restore(
         return Err(RestoreRefusal::ChromaNotInBackup {
             stamp: manifest.stamp.to_string(),
         });
+    }
+    if let Some(path) = facts.symlinked_targets.first() {
+        return Err(RestoreRefusal::TargetIsSymlink { path: path.clone() });
     }
     let targets = facts.targets.clone();
     let backup = &facts.backup_path;

@@ -51,7 +51,12 @@ pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFa
         let backup = Backup::new(&source_conn, &mut target_conn).map_err(sqlite_error(target))?;
         let mut attempts = 0;
         loop {
-            match backup.step(-1).map_err(sqlite_error(source))? {
+            let step = backup.step(-1).map_err(|error| Error::DbBackup {
+                from: source.to_owned(),
+                to: target.to_owned(),
+                source: error,
+            })?;
+            match step {
                 StepResult::Done => break,
                 // With -1 a `More` cannot happen; every other answer means the
                 // source was locked, so wait and retry the whole pass.

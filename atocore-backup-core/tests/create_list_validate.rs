@@ -335,3 +335,69 @@ fn a_chroma_file_that_keeps_changing_is_never_recorded_as_good() {
     assert!(error.to_string().contains("data_level0.bin"));
     assert_no_snapshot_left(&runtime);
 }
+
+#[test]
+fn a_hot_source_with_large_transactions_and_checkpoints_yields_whole_transactions() {
+    let runtime = Runtime::seeded(10);
+    runtime
+        .db()
+        .execute_batch("CREATE TABLE ledger (txn INTEGER NOT NULL, txn_rows INTEGER NOT NULL, payload BLOB)")
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawn = |work: fn(&rusqlite::Connection, i64)| {
+        let stop = Arc::clone(&stop);
+        let db_path = runtime.paths.db_path.clone();
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db_path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                work(&conn, n);
+                n += 1;
+            }
+            n
+        })
+    };
+    // Transactions of 50..=250 rows, each row carrying its transaction's size.
+    let writer = spawn(|conn, txn| {
+        let rows = 50 + (txn * 37) % 201;
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for _ in 0..rows {
+            conn.execute(
+                "INSERT INTO ledger (txn, txn_rows, payload) VALUES (?1, ?2, randomblob(200))",
+                [txn, rows],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    let checkpointer = spawn(|conn, _| {
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let before = runtime.count("SELECT count(*) FROM ledger");
+    let manifests: Vec<_> = (0..3).map(|_| runtime.backup(false)).collect();
+    let after = runtime.count("SELECT count(*) FROM ledger");
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 3);
+    checkpointer.join().unwrap();
+
+    for manifest in manifests {
+        let report = validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap();
+        assert!(report.valid, "{:?}", report.errors);
+        let copy = open_immutable(&runtime.snapshot(&manifest.stamp).join(&manifest.db.path));
+        let rows: i64 = copy
+            .query_row("SELECT count(*) FROM ledger", [], |r| r.get(0))
+            .unwrap();
+        assert!(before <= rows && rows <= after, "{before} <= {rows} <= {after}");
+        let torn: i64 = copy
+            .query_row(
+                "SELECT count(*) FROM (SELECT txn FROM ledger GROUP BY txn HAVING count(*) != max(txn_rows))",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(torn, 0, "a transaction is partly in backup {}", manifest.stamp);
+    }
+}

@@ -59,6 +59,7 @@ fn facts() -> RestoreFacts {
         available_bytes: 1 << 30,
         chroma_is_mount_point: false,
         leftovers: Vec::new(),
+        symlinked_targets: Vec::new(),
     }
 }
 
@@ -151,4 +152,12 @@ fn space_counts_the_snapshot_only_when_taken() {
     };
     assert_eq!(required(&declined), 40960 + 154 + 8192);
     assert_eq!(required(&taken), required(&declined) + 50_000 + 200 + 10_000);
+}
+
+#[test]
+fn refusal_symlinked_target() {
+    let mut facts = facts();
+    facts.symlinked_targets = vec!["/srv/atocore/data/chroma".into()];
+    let refusal = plan_restore(&manifest(true, true), &options(None, true), &facts).unwrap_err();
+    insta::assert_snapshot!(refusal.to_string(), @"target `/srv/atocore/data/chroma` is a symlink; restore writes only to real paths, so point the configuration at the real location");
 }

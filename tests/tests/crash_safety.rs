@@ -127,6 +127,18 @@ fn sigkill_at_every_named_restore_point_leaves_old_or_new_and_the_next_restore_f
             "{point}: list did not warn: {warnings}"
         );
         assert!(warnings.contains(&prepared.stamp), "{point}: {warnings}");
+        if point == "restore.before_db_rename" {
+            assert!(
+                warnings.contains(".atocore.db.restore-tmp` is left from an interrupted restore"),
+                "{warnings}"
+            );
+        }
+        if point == "restore.chroma_staged" {
+            assert!(
+                warnings.contains(".chroma.restore-new` is left from an interrupted restore"),
+                "{warnings}"
+            );
+        }
 
         // The next restore names the interrupted one and completes.
         let again = prepared.scratch.run(&restore_args(&prepared.stamp));
