@@ -211,6 +211,10 @@ pub enum Error {
         refusal: RestoreRefusal,
     },
 
+    /// The prune planner refused.
+    #[error("prune refused: {0}")]
+    PruneRefused(crate::prune::PruneRefusal),
+
     /// The backup failed validation, so it cannot be restored.
     #[error("backup `{stamp}` is invalid: {first_error}")]
     InvalidBackup {
@@ -242,7 +246,7 @@ impl Error {
     /// The contract's class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::InvalidStamp { .. } => ErrorClass::BadInput,
+            Error::InvalidStamp { .. } | Error::PruneRefused(_) => ErrorClass::BadInput,
             Error::BackupNotFound { .. } => ErrorClass::NotFound,
             Error::ManifestParse { .. }
             | Error::ManifestFutureVersion { .. }

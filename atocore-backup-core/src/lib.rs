@@ -52,6 +52,7 @@ mod marker;
 mod observe;
 mod paths;
 mod plan;
+mod prune;
 mod sqlite;
 mod stamp;
 mod validate;
@@ -74,6 +75,11 @@ pub use paths::{PathOverrides, RuntimePaths};
 pub use plan::{
     ChromaSwap, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions, RestorePlan, RestoreRefusal, RestoreStep,
     RestoreTargets, Sidecar, plan_restore,
+};
+pub use prune::{
+    DeleteReport, KeptBackup, NotCounted, PRUNE_PLAN_FORMAT_VERSION, PreRestoreDecision, PruneCandidate, PrunePlan,
+    PruneRefusal, PruneReport, Removal, RemovedBackup, RetentionPolicy, default_pre_restore_within, delete_backup,
+    execute_prune, observe_prune, plan_prune, preview_prune,
 };
 pub use stamp::Stamp;
 pub use validate::{AllValidation, Check, ValidationReport, validate_all, validate_backup};
