@@ -99,6 +99,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove backups that a retention policy does not keep.
+    Prune {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print the plan and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the PrunePlan (or, when executed, the PruneReport) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one backup.
+    Delete {
+        /// The backup to delete.
+        #[arg(value_parser = parse_stamp)]
+        stamp: Stamp,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole restore drill on a scratch runtime it seeds itself.
     Drill {
         /// Where to build the scratch runtime [default: a new temp directory].
@@ -111,6 +131,55 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// restic-style keep rules; at least one is required.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Keep the newest N backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup newer than this (e.g. `36h`, `14d`, `2w`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
+    pub keep_within: Option<jiff::Span>,
+    /// Keep pre-restore snapshots newer than this.
+    #[arg(long, value_name = "DURATION", value_parser = parse_span, default_value = "7d")]
+    pub keep_pre_restore_within: jiff::Span,
+}
+
+impl PolicyArgs {
+    pub fn into_policy(self) -> atocore_backup_core::RetentionPolicy {
+        atocore_backup_core::RetentionPolicy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.keep_within,
+            keep_pre_restore_within: self.keep_pre_restore_within,
+        }
+    }
+}
+
+fn parse_span(text: &str) -> Result<jiff::Span, String> {
+    text.parse::<jiff::Span>()
+        .map_err(|error| format!("`{text}` is not a duration such as `36h`, `14d` or `2w`: {error}"))
 }
 
 fn parse_stamp(text: &str) -> Result<Stamp, String> {

@@ -156,6 +156,34 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 _ => exit::FAILED,
             })
         }
+        Command::Prune { policy, dry_run, json } => {
+            let plan = core::preview_prune(&paths, &policy.into_policy(), jiff::Timestamp::now())?;
+            if dry_run {
+                if json {
+                    print_json(&plan);
+                } else {
+                    print(&render::prune_plan(&plan, true));
+                }
+                return Ok(0);
+            }
+            let report = core::execute_prune(&paths, plan)?;
+            if json {
+                print_json(&report);
+            } else {
+                print(&render::prune_plan(&report.plan, false));
+                print(&render::prune_removals(&report));
+            }
+            Ok(if report.success { 0 } else { exit::FAILED })
+        }
+        Command::Delete { stamp, json } => {
+            let report = core::delete_backup(&paths, &stamp)?;
+            if json {
+                print_json(&report);
+            } else {
+                print(&format!("Deleted backup {} ({})\n", report.stamp, report.path));
+            }
+            Ok(0)
+        }
         Command::Drill {
             scratch_dir,
             keep,

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use atocore_backup_core::{
-    AllValidation, BackupListing, BackupManifest, DrillReport, RestorePlan, RestoreReport, RestoreStep,
-    StepStatus, ValidationReport,
+    AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, PrunePlan, PruneReport, RestorePlan,
+    RestoreReport, RestoreStep, StepStatus, ValidationReport,
 };
 use indicatif::HumanBytes;
 use jiff::Timestamp;
@@ -241,6 +241,45 @@ pub fn restore(report: &RestoreReport) -> String {
     for warning in &report.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }
+    out
+}
+
+pub fn prune_plan(plan: &PrunePlan, dry_run: bool) -> String {
+    let mut out = String::new();
+    let header = if dry_run { "Prune plan (dry run: nothing was deleted)" } else { "Prune" };
+    let kept = plan.keep.len() + plan.pre_restore.iter().filter(|p| p.keep).count();
+    let _ = writeln!(
+        out,
+        "{header}: keep {kept}, remove {}, {} not counted",
+        plan.remove.len(),
+        plan.not_counted.len()
+    );
+    let _ = writeln!(out, "  {:<6}  {:<20}  {:<11}  WHY", "ACTION", "STAMP", "KIND");
+    let mut row = |action: &str, stamp: &str, kind: &str, why: &str| {
+        let _ = writeln!(out, "  {action:<6}  {stamp:<20}  {kind:<11}  {why}");
+    };
+    for kept in &plan.keep {
+        row("keep", &kept.stamp, kept.kind.as_str(), &kept.reasons.join(", "));
+    }
+    for removed in plan.remove.iter().filter(|r| r.kind != BackupKind::PreRestore) {
+        row("remove", &removed.stamp, removed.kind.as_str(), "kept by no rule");
+    }
+    for pre in &plan.pre_restore {
+        row(if pre.keep { "keep" } else { "remove" }, &pre.stamp, "pre-restore", &pre.reason);
+    }
+    for bad in &plan.not_counted {
+        row("leave", &bad.stamp, "?", &format!("not counted, left for inspection: {}", bad.problem));
+    }
+    out
+}
+
+pub fn prune_removals(report: &PruneReport) -> String {
+    let mut out = String::new();
+    for removal in report.removals.iter().filter(|r| !r.ok) {
+        let _ = writeln!(out, "  FAILED to remove {}: {}", removal.stamp, removal.detail);
+    }
+    let removed = report.removals.iter().filter(|r| r.ok).count();
+    let _ = writeln!(out, "Removed {removed} of {} backups", report.removals.len());
     out
 }
 

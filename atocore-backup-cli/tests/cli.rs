@@ -367,3 +367,67 @@ fn drill_passes_and_reports_json() {
     assert_eq!(code, 0);
     env.settings().bind(|| insta::assert_snapshot!(text));
 }
+
+#[test]
+fn prune_without_a_policy_exits_2_and_deletes_nothing() {
+    let env = Env::seeded();
+    env.create(false);
+    let before = env.tree();
+    let (code, _, text) = env.run(&["prune"]);
+    assert_eq!(code, 2);
+    env.settings().bind(|| insta::assert_snapshot!(text));
+    assert_eq!(before, env.tree());
+}
+
+#[test]
+fn prune_dry_run_shows_the_plan_and_deletes_nothing() {
+    let env = Env::seeded();
+    for _ in 0..3 {
+        env.create(false);
+    }
+    fs::create_dir_all(env.root.join("backups/snapshots/20200101T000000Z")).unwrap();
+    let before = env.tree();
+    let (code, _, text) = env.run(&["prune", "--keep-last", "2", "--dry-run"]);
+    assert_eq!(code, 0);
+    env.settings().bind(|| insta::assert_snapshot!(text));
+    assert_eq!(before, env.tree());
+}
+
+#[test]
+fn prune_removes_only_what_the_plan_says() {
+    let env = Env::seeded();
+    let stamps: Vec<String> = (0..3).map(|_| env.create(false)).collect();
+    fs::create_dir_all(env.root.join("backups/snapshots/20200101T000000Z")).unwrap();
+    let (code, stdout, _) = env.run(&["prune", "--keep-last", "1", "--json"]);
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["success"], true);
+    let (_, stdout, _) = env.run(&["list", "--json"]);
+    let listing: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let left: Vec<&str> = listing["backups"].as_array().unwrap().iter().map(|b| b["stamp"].as_str().unwrap()).collect();
+    // The newest is kept; the broken one is left for inspection, never pruned.
+    assert_eq!(left, [stamps[2].as_str(), "20200101T000000Z"]);
+    let (_, _, text) = env.run(&["prune", "--keep-last", "1"]);
+    env.settings().bind(|| insta::assert_snapshot!(text));
+}
+
+#[test]
+fn delete_removes_one_backup_and_names_an_unknown_one() {
+    let env = Env::seeded();
+    let stamp = env.create(false);
+    let (code, _, text) = env.run(&["delete", &stamp]);
+    assert_eq!(code, 0);
+    env.settings().bind(|| insta::assert_snapshot!("delete_ok", text));
+    assert!(!env.root.join(format!("backups/snapshots/{stamp}")).exists());
+    let (code, _, text) = env.run(&["delete", &stamp]);
+    assert_eq!(code, 1);
+    env.settings().bind(|| insta::assert_snapshot!("delete_unknown", text));
+}
+
+#[test]
+fn a_bad_duration_is_bad_usage() {
+    let env = Env::seeded();
+    let (code, _, text) = env.run(&["prune", "--keep-within", "forever"]);
+    assert_eq!(code, 2);
+    env.settings().bind(|| insta::assert_snapshot!(text));
+}

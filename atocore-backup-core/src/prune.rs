@@ -109,6 +109,8 @@ pub struct KeptBackup {
     pub stamp: String,
     /// When it was taken.
     pub created_at: Timestamp,
+    /// Its kind.
+    pub kind: BackupKind,
     /// Every rule that keeps it, e.g. `daily 2026-11-25`.
     pub reasons: Vec<String>,
 }
@@ -292,6 +294,7 @@ pub fn plan_prune(
             keep.push(KeptBackup {
                 stamp: candidate.stamp.clone(),
                 created_at: *created_at,
+                kind: *kind,
                 reasons,
             });
         }
