@@ -156,7 +156,11 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 _ => exit::FAILED,
             })
         }
-        Command::Prune { policy, dry_run, json } => {
+        Command::Prune {
+            policy,
+            dry_run,
+            json,
+        } => {
             let plan = core::preview_prune(&paths, &policy.into_policy(), jiff::Timestamp::now())?;
             if dry_run {
                 if json {

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use atocore_backup_core::{
-    AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, PrunePlan, PruneReport, RestorePlan,
-    RestoreReport, RestoreStep, StepStatus, ValidationReport,
+    AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, PrunePlan, PruneReport,
+    RestorePlan, RestoreReport, RestoreStep, StepStatus, ValidationReport,
 };
 use indicatif::HumanBytes;
 use jiff::Timestamp;
@@ -246,7 +246,11 @@ pub fn restore(report: &RestoreReport) -> String {
 
 pub fn prune_plan(plan: &PrunePlan, dry_run: bool) -> String {
     let mut out = String::new();
-    let header = if dry_run { "Prune plan (dry run: nothing was deleted)" } else { "Prune" };
+    let header = if dry_run {
+        "Prune plan (dry run: nothing was deleted)"
+    } else {
+        "Prune"
+    };
     let kept = plan.keep.len() + plan.pre_restore.iter().filter(|p| p.keep).count();
     let _ = writeln!(
         out,
@@ -265,10 +269,20 @@ pub fn prune_plan(plan: &PrunePlan, dry_run: bool) -> String {
         row("remove", &removed.stamp, removed.kind.as_str(), "kept by no rule");
     }
     for pre in &plan.pre_restore {
-        row(if pre.keep { "keep" } else { "remove" }, &pre.stamp, "pre-restore", &pre.reason);
+        row(
+            if pre.keep { "keep" } else { "remove" },
+            &pre.stamp,
+            "pre-restore",
+            &pre.reason,
+        );
     }
     for bad in &plan.not_counted {
-        row("leave", &bad.stamp, "?", &format!("not counted, left for inspection: {}", bad.problem));
+        row(
+            "leave",
+            &bad.stamp,
+            "?",
+            &format!("not counted, left for inspection: {}", bad.problem),
+        );
     }
     out
 }

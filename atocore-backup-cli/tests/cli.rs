@@ -404,7 +404,12 @@ fn prune_removes_only_what_the_plan_says() {
     assert_eq!(report["success"], true);
     let (_, stdout, _) = env.run(&["list", "--json"]);
     let listing: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let left: Vec<&str> = listing["backups"].as_array().unwrap().iter().map(|b| b["stamp"].as_str().unwrap()).collect();
+    let left: Vec<&str> = listing["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["stamp"].as_str().unwrap())
+        .collect();
     // The newest is kept; the broken one is left for inspection, never pruned.
     assert_eq!(left, [stamps[2].as_str(), "20200101T000000Z"]);
     let (_, _, text) = env.run(&["prune", "--keep-last", "1"]);
@@ -421,7 +426,8 @@ fn delete_removes_one_backup_and_names_an_unknown_one() {
     assert!(!env.root.join(format!("backups/snapshots/{stamp}")).exists());
     let (code, _, text) = env.run(&["delete", &stamp]);
     assert_eq!(code, 1);
-    env.settings().bind(|| insta::assert_snapshot!("delete_unknown", text));
+    env.settings()
+        .bind(|| insta::assert_snapshot!("delete_unknown", text));
 }
 
 #[test]

@@ -77,9 +77,9 @@ pub use plan::{
     RestoreTargets, Sidecar, plan_restore,
 };
 pub use prune::{
-    DeleteReport, KeptBackup, NotCounted, PRUNE_PLAN_FORMAT_VERSION, PreRestoreDecision, PruneCandidate, PrunePlan,
-    PruneRefusal, PruneReport, Removal, RemovedBackup, RetentionPolicy, default_pre_restore_within, delete_backup,
-    execute_prune, observe_prune, plan_prune, preview_prune,
+    DeleteReport, KeptBackup, NotCounted, PRUNE_PLAN_FORMAT_VERSION, PreRestoreDecision, PruneCandidate,
+    PrunePlan, PruneRefusal, PruneReport, Removal, RemovedBackup, RetentionPolicy,
+    default_pre_restore_within, delete_backup, execute_prune, observe_prune, plan_prune, preview_prune,
 };
 pub use stamp::Stamp;
 pub use validate::{AllValidation, Check, ValidationReport, validate_all, validate_backup};

@@ -227,7 +227,9 @@ pub fn plan_prune(
             }
             (problem, _, _) => not_counted.push(NotCounted {
                 stamp: candidate.stamp.clone(),
-                problem: problem.clone().unwrap_or_else(|| "no readable manifest".to_owned()),
+                problem: problem
+                    .clone()
+                    .unwrap_or_else(|| "no readable manifest".to_owned()),
             }),
         }
     }
@@ -324,7 +326,11 @@ pub fn plan_prune(
             reason,
         });
     }
-    remove.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.stamp.cmp(&a.stamp)));
+    remove.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| b.stamp.cmp(&a.stamp))
+    });
 
     Ok(PrunePlan {
         format_version: PRUNE_PLAN_FORMAT_VERSION,
@@ -343,7 +349,10 @@ pub fn plan_prune(
 fn quick_check(dir: &camino::Utf8Path, name: &str) -> std::result::Result<BackupManifest, String> {
     let manifest = BackupManifest::load(dir).map_err(|e| e.chain())?;
     if manifest.stamp.as_str() != name {
-        return Err(format!("manifest names stamp `{}`, not its directory", manifest.stamp));
+        return Err(format!(
+            "manifest names stamp `{}`, not its directory",
+            manifest.stamp
+        ));
     }
     for (path, size, _) in manifest.files() {
         let file = resolve_inside(dir, &path).map_err(|problem| format!("{path}: {problem}"))?;

@@ -59,7 +59,12 @@ fn render(plan: &PrunePlan) -> String {
         out.push_str(&format!("remove  {}  {}\n", removed.stamp, removed.kind.as_str()));
     }
     for pre in &plan.pre_restore {
-        out.push_str(&format!("pre-restore {} {}  {}\n", if pre.keep { "keep  " } else { "remove" }, pre.stamp, pre.reason));
+        out.push_str(&format!(
+            "pre-restore {} {}  {}\n",
+            if pre.keep { "keep  " } else { "remove" },
+            pre.stamp,
+            pre.reason
+        ));
     }
     for bad in &plan.not_counted {
         out.push_str(&format!("not counted {}  {}\n", bad.stamp, bad.problem));
@@ -79,7 +84,13 @@ fn render(plan: &PrunePlan) -> String {
 #[case::last_1_pre_restore_within_1_day(policy(|p| { p.keep_last = Some(1); p.keep_pre_restore_within = Span::new().days(1); }))]
 fn plans(#[case] policy: RetentionPolicy) {
     let plan = plan_prune(&history(), &policy, NOW.parse().unwrap()).unwrap();
-    let name = std::thread::current().name().unwrap_or("plan").rsplit("::").next().unwrap().to_owned();
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("plan")
+        .rsplit("::")
+        .next()
+        .unwrap()
+        .to_owned();
     insta::assert_snapshot!(name, render(&plan));
 }
 
@@ -91,7 +102,12 @@ fn an_empty_policy_is_refused() {
 
 #[test]
 fn the_plan_serializes_for_json_output() {
-    let plan = plan_prune(&history()[..3], &policy(|p| p.keep_last = Some(1)), NOW.parse().unwrap()).unwrap();
+    let plan = plan_prune(
+        &history()[..3],
+        &policy(|p| p.keep_last = Some(1)),
+        NOW.parse().unwrap(),
+    )
+    .unwrap();
     insta::assert_json_snapshot!(plan);
 }
 
@@ -119,17 +135,28 @@ fn arbitrary_history() -> impl Strategy<Value = Vec<PruneCandidate>> {
 
 fn arbitrary_policy() -> impl Strategy<Value = RetentionPolicy> {
     let count = proptest::option::of(0u32..6);
-    (count.clone(), count.clone(), count.clone(), count.clone(), count.clone(), count, proptest::option::of(0i64..60), 0i64..30)
-        .prop_map(|(last, hourly, daily, weekly, monthly, yearly, within, pre)| RetentionPolicy {
-            keep_last: last,
-            keep_hourly: hourly,
-            keep_daily: daily,
-            keep_weekly: weekly,
-            keep_monthly: monthly,
-            keep_yearly: yearly,
-            keep_within: within.map(|d| Span::new().days(d)),
-            keep_pre_restore_within: Span::new().days(pre),
-        })
+    (
+        count.clone(),
+        count.clone(),
+        count.clone(),
+        count.clone(),
+        count.clone(),
+        count,
+        proptest::option::of(0i64..60),
+        0i64..30,
+    )
+        .prop_map(
+            |(last, hourly, daily, weekly, monthly, yearly, within, pre)| RetentionPolicy {
+                keep_last: last,
+                keep_hourly: hourly,
+                keep_daily: daily,
+                keep_weekly: weekly,
+                keep_monthly: monthly,
+                keep_yearly: yearly,
+                keep_within: within.map(|d| Span::new().days(d)),
+                keep_pre_restore_within: Span::new().days(pre),
+            },
+        )
 }
 
 proptest! {

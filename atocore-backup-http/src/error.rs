@@ -53,6 +53,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let message = error.chain();
         let (status, code) = match (&error, error.class()) {
+            (Error::PruneRefused(_), _) => (StatusCode::BAD_REQUEST, "bad_policy"),
             (_, ErrorClass::BadInput) => (StatusCode::BAD_REQUEST, "bad_stamp"),
             (_, ErrorClass::NotFound) => (StatusCode::NOT_FOUND, "not_found"),
             (_, ErrorClass::Busy) => (StatusCode::CONFLICT, "busy"),

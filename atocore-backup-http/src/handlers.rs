@@ -2,7 +2,7 @@
 
 use atocore_backup_core::{
     self as core, BackupListing, BackupManifest, CreateOptions, Error, NoProgress, RestoreOptions,
-    RestorePlan, Stamp, ValidationReport,
+    RestorePlan, RetentionPolicy, Stamp, ValidationReport,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -157,4 +157,61 @@ pub(crate) async fn restore_plan(
     Ok(Json(
         blocking(move || core::preview_restore(&paths, &stamp, &options)).await?,
     ))
+}
+
+/// `POST /admin/backup/prune`: the policy and an explicit `dry_run`, so that
+/// a client that forgets it deletes nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PruneBody {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<jiff::Span>,
+    keep_pre_restore_within: Option<jiff::Span>,
+    dry_run: bool,
+}
+
+pub(crate) async fn prune(
+    State(state): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    // An empty body is not a default here: `dry_run` must be said.
+    let bytes = match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+            return Err(ApiError::bad_body("the body must give a policy and `dry_run`"));
+        }
+        _ => body,
+    };
+    let raw: serde_json::Value = parse_body(bytes)?;
+    let body: PruneBody = serde_json::from_value(raw)
+        .map_err(|error| ApiError::bad_body(format!("the request body is not valid: {error}")))?;
+    let policy = RetentionPolicy {
+        keep_last: body.keep_last,
+        keep_hourly: body.keep_hourly,
+        keep_daily: body.keep_daily,
+        keep_weekly: body.keep_weekly,
+        keep_monthly: body.keep_monthly,
+        keep_yearly: body.keep_yearly,
+        keep_within: body.keep_within,
+        keep_pre_restore_within: body
+            .keep_pre_restore_within
+            .unwrap_or_else(core::default_pre_restore_within),
+    };
+    let paths = state.paths().clone();
+    let now = jiff::Timestamp::now();
+    let dry_run = body.dry_run;
+    let answer = blocking(move || {
+        let plan = core::preview_prune(&paths, &policy, now)?;
+        if dry_run {
+            Ok(serde_json::to_value(plan).unwrap_or_default())
+        } else {
+            Ok(serde_json::to_value(core::execute_prune(&paths, plan)?).unwrap_or_default())
+        }
+    })
+    .await?;
+    Ok(Json(answer))
 }

@@ -23,6 +23,7 @@
 //! | `GET /admin/backup/{stamp}` | 200, `BackupManifest` |
 //! | `GET /admin/backup/{stamp}/validate` | 200, `ValidationReport` (also when invalid) |
 //! | `POST /admin/backup/{stamp}/restore-plan` | 200, `RestorePlan` (a preview) |
+//! | `POST /admin/backup/prune` (`{"keep_daily": 7, ..., "dry_run": true}`) | 200, `PrunePlan` or `PruneReport` |
 //! | `GET /health` | 200 |
 
 mod auth;
@@ -80,6 +81,7 @@ impl AdminState {
 pub fn router(state: AdminState) -> Router {
     let admin = Router::new()
         .route("/admin/backup", post(handlers::create).get(handlers::list))
+        .route("/admin/backup/prune", post(handlers::prune))
         .route("/admin/backup/{stamp}", get(handlers::manifest))
         .route("/admin/backup/{stamp}/validate", get(handlers::validate))
         .route("/admin/backup/{stamp}/restore-plan", post(handlers::restore_plan))

@@ -287,3 +287,54 @@ async fn no_token_configured_means_open_admin_routes() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn prune_previews_then_executes_and_needs_an_explicit_dry_run() {
+    let fixture = Fixture::new();
+    let stamps: Vec<String> = (0..3).map(|_| fixture.backup(false)).collect();
+    let (status, json) = fixture.post("/admin/backup/prune", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    snapshot(&fixture, "error_prune_without_body", status, &json);
+    let (status, json) = fixture.post("/admin/backup/prune", r#"{"keep_last": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    let (status, json) = fixture.post("/admin/backup/prune", r#"{"dry_run": true}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an empty policy: {json}");
+    assert_eq!(json["error"]["code"], "bad_policy");
+
+    let (status, plan) = fixture
+        .post(
+            "/admin/backup/prune",
+            r#"{"keep_last": 1, "keep_within": "1h", "dry_run": true}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // All three are within the hour; nothing is removed and nothing changed.
+    assert_eq!(plan["remove"].as_array().unwrap().len(), 0, "{plan}");
+    let (status, plan) = fixture
+        .post("/admin/backup/prune", r#"{"keep_last": 1, "dry_run": true}"#)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(plan["remove"].as_array().unwrap().len(), 2);
+    for stamp in &stamps {
+        assert!(fixture.paths.snapshots_dir().join(stamp).is_dir());
+    }
+    let (status, report) = fixture
+        .post("/admin/backup/prune", r#"{"keep_last": 1, "dry_run": false}"#)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["success"], true);
+    assert!(fixture.paths.snapshots_dir().join(&stamps[2]).is_dir());
+    assert!(!fixture.paths.snapshots_dir().join(&stamps[0]).exists());
+}
+
+#[tokio::test]
+async fn prune_under_a_held_lock_is_409() {
+    let fixture = Fixture::new();
+    fixture.backup(false);
+    let _lock =
+        BackupDirLock::acquire(&fixture.paths, "create", "2026-01-01T00:00:00Z".parse().unwrap()).unwrap();
+    let (status, _) = fixture
+        .post("/admin/backup/prune", r#"{"keep_last": 1, "dry_run": false}"#)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

@@ -245,6 +245,41 @@ fn sigkill_during_create_leaves_no_listed_backup_and_the_next_create_cleans_up()
 }
 
 #[test]
+fn a_crash_during_delete_never_leaves_a_half_deleted_backup_listed() {
+    let scratch = Scratch::seeded(2_000);
+    let doomed = scratch.create(true);
+    let kept = scratch.create(false);
+    let output = scratch
+        .cli(&["delete", &doomed])
+        .env("ATOCORE_BACKUP_CRASH_AT", "delete.after_rename")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let list = scratch.run(&["list", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let stamps: Vec<&str> = listing["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["stamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(stamps, [kept.as_str()]);
+    assert!(
+        listing["warnings"]
+            .to_string()
+            .contains(&format!(".deleting-{doomed}")),
+        "{listing}"
+    );
+    scratch.create(false);
+    assert!(
+        !scratch
+            .root
+            .join(format!("backups/snapshots/.deleting-{doomed}"))
+            .exists()
+    );
+}
+
+#[test]
 fn sigkill_at_random_instants_of_a_create_never_lists_an_incomplete_backup() {
     let scratch = Scratch::seeded(ROWS);
     for delay_ms in [5, 20, 60, 120] {
