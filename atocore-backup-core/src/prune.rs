@@ -277,10 +277,10 @@ pub fn plan_prune(
         .flatten()
         .max_by_key(|(c, created_at, _)| (*created_at, c.stamp.parse::<Stamp>().ok()))
         .map(|(c, _, _)| c.stamp.clone());
-    if let Some((candidate, _, _)) = regular.first() {
-        if Some(&candidate.stamp) == newest_valid.as_ref() {
-            reasons[0].push("newest valid backup".to_owned());
-        }
+    if let Some((candidate, _, _)) = regular.first()
+        && Some(&candidate.stamp) == newest_valid.as_ref()
+    {
+        reasons[0].push("newest valid backup".to_owned());
     }
 
     let mut keep = Vec::new();
