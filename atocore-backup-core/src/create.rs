@@ -6,13 +6,12 @@
 //! a complete one, and `list` never shows a `.partial-*` directory.
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 use jiff::Timestamp;
 
-use crate::checksum::Algorithm;
+use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{
     Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably, utf8,
 };
@@ -169,7 +168,8 @@ fn build_snapshot(
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
     let chroma = if options.include_chroma {
-        Some(copy_chroma(dir, &paths.chroma_dir, progress)?)
+        let previous = PreviousChroma::newest(paths);
+        Some(copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), progress)?)
     } else {
         None
     };
@@ -260,6 +260,7 @@ fn copy_registry(
         path: relative,
         size_bytes,
         checksum,
+        source_mtime_ns: None,
     }))
 }
 
@@ -321,7 +322,79 @@ fn is_sqlite_sidecar(relative: &str, all: &[TreeEntry]) -> bool {
     })
 }
 
-fn copy_chroma(dir: &Utf8Path, chroma_dir: &Utf8Path, progress: &dyn Progress) -> Result<ChromaRecord> {
+/// The chroma copy of the newest readable backup, whose unchanged files a new
+/// backup hard-links instead of copying again.
+struct PreviousChroma {
+    stamp: Stamp,
+    root: Utf8PathBuf,
+    files: std::collections::HashMap<String, FileRecord>,
+}
+
+impl PreviousChroma {
+    /// Best effort: any problem just means "copy everything".
+    fn newest(paths: &RuntimePaths) -> Option<PreviousChroma> {
+        let listing = crate::list_backups(paths).ok()?;
+        let summary = listing
+            .backups
+            .iter()
+            .find(|b| b.broken.is_none() && b.has_chroma)?;
+        let stamp: Stamp = summary.stamp.parse().ok()?;
+        let dir = snapshot_dir(paths, &stamp);
+        let chroma = BackupManifest::load(&dir).ok()?.chroma?;
+        let root = dir.join(&chroma.path);
+        let files = chroma.files.into_iter().map(|f| (f.path.clone(), f)).collect();
+        Some(PreviousChroma { stamp, root, files })
+    }
+
+    /// Hard-links the previous copy of `relative` to `target` if the source
+    /// is unchanged: same size and mtime as recorded, and (read once, no
+    /// write) the same checksum. Returns the record, or `None` to copy.
+    fn link_if_unchanged(
+        &self,
+        relative: &str,
+        source: &Utf8Path,
+        target: &Utf8Path,
+        progress: &dyn Progress,
+    ) -> Result<Option<FileRecord>> {
+        let Some(recorded) = self.files.get(relative) else {
+            return Ok(None);
+        };
+        let before = size_and_mtime_ns(source)?;
+        if Some(before) != recorded.source_mtime_ns.map(|mtime| (recorded.size_bytes, mtime)) {
+            return Ok(None);
+        }
+        let Ok(previous) = crate::validate::resolve_inside(&self.root, relative) else {
+            return Ok(None);
+        };
+        let (_, checksum) = hash_regular_file(source, recorded.checksum.algorithm(), progress)?;
+        if checksum != recorded.checksum || size_and_mtime_ns(source)? != before {
+            return Ok(None);
+        }
+        match fs::hard_link(&previous, target) {
+            Ok(()) => Ok(Some(recorded.clone())),
+            // Another filesystem, a link limit: copying is always correct.
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+fn size_and_mtime_ns(path: &Utf8Path) -> Result<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path)?;
+    Ok((
+        meta.len(),
+        meta.mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+    ))
+}
+
+fn copy_chroma(
+    dir: &Utf8Path,
+    chroma_dir: &Utf8Path,
+    previous: Option<&PreviousChroma>,
+    progress: &dyn Progress,
+) -> Result<ChromaRecord> {
     let meta = fs::symlink_metadata(chroma_dir)?;
     if meta.file_type().is_symlink() {
         return Err(Error::SymlinkRefused {
@@ -332,6 +405,7 @@ fn copy_chroma(dir: &Utf8Path, chroma_dir: &Utf8Path, progress: &dyn Progress) -
     fs::create_dir(&target_root)?;
     let entries = walk_tree(chroma_dir)?;
     let mut files = Vec::new();
+    let mut linked_files = 0;
     let mut dirs = vec![target_root.clone()];
     for entry in &entries {
         let source = chroma_dir.join(&entry.relative);
@@ -344,16 +418,30 @@ fn copy_chroma(dir: &Utf8Path, chroma_dir: &Utf8Path, progress: &dyn Progress) -
         if is_sqlite_sidecar(&entry.relative, &entries) {
             continue;
         }
-        let (size_bytes, checksum) = if entry.relative.ends_with(".sqlite3") {
+        if entry.relative.ends_with(".sqlite3") {
             online_backup(&source, &target)?;
-            hash_regular_file(&target, Algorithm::Blake3, progress)?
-        } else {
-            copy_unchanging(&source, &target, progress)?
-        };
+            let (size_bytes, checksum) = hash_regular_file(&target, Algorithm::Blake3, progress)?;
+            files.push(FileRecord {
+                path: entry.relative.clone(),
+                size_bytes,
+                checksum,
+                source_mtime_ns: None,
+            });
+            continue;
+        }
+        if let Some(previous) = previous
+            && let Some(record) = previous.link_if_unchanged(&entry.relative, &source, &target, progress)?
+        {
+            linked_files += 1;
+            files.push(record);
+            continue;
+        }
+        let (size_bytes, checksum, mtime_ns) = copy_unchanging(&source, &target, progress)?;
         files.push(FileRecord {
             path: entry.relative.clone(),
             size_bytes,
             checksum,
+            source_mtime_ns: Some(mtime_ns),
         });
     }
     for dir in dirs.iter().rev() {
@@ -365,30 +453,30 @@ fn copy_chroma(dir: &Utf8Path, chroma_dir: &Utf8Path, progress: &dyn Progress) -
         total_bytes: files.iter().map(|f| f.size_bytes).sum(),
         captured_at: now(),
         files,
+        linked_from: (linked_files > 0)
+            .then(|| previous.map(|p| p.stamp.clone()))
+            .flatten(),
+        linked_files,
     })
 }
 
-fn size_and_mtime(path: &Utf8Path) -> Result<(u64, Option<SystemTime>)> {
-    let meta = fs::symlink_metadata(path)?;
-    Ok((meta.len(), meta.modified().ok()))
-}
-
 /// Copies a file that a live writer may be changing: the copy only counts if
-/// the source's size and mtime were the same before and after it.
+/// the source's size and mtime were the same before and after it. Returns
+/// size, checksum and the source mtime the copy corresponds to.
 fn copy_unchanging(
     source: &Utf8Path,
     target: &Utf8Path,
     progress: &dyn Progress,
-) -> Result<(u64, crate::Checksum)> {
+) -> Result<(u64, Checksum, i64)> {
     for attempt in 1..=CHROMA_COPY_ATTEMPTS {
         if attempt > 1 {
             fs::remove_file(target)?;
         }
-        let before = size_and_mtime(source)?;
+        let before = size_and_mtime_ns(source)?;
         let (size, checksum) = copy_hashed(source, target, Algorithm::Blake3, progress)?;
-        let after = size_and_mtime(source)?;
+        let after = size_and_mtime_ns(source)?;
         if before == after && size == after.0 {
-            return Ok((size, checksum));
+            return Ok((size, checksum, after.1));
         }
     }
     Err(Error::ChromaUnstable {

@@ -58,6 +58,9 @@ struct HeldLock {
     file: fs::File,
 }
 
+const CONTENTION_RETRIES: u32 = 5;
+const CONTENTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 enum Attempt {
     Held(HeldLock),
     Contended(fs::File),
@@ -71,14 +74,22 @@ fn try_lock(path: &Utf8Path) -> Result<Attempt> {
         .create(true)
         .truncate(false)
         .open(path)?;
-    match file.file().try_lock() {
-        Ok(()) => Ok(Attempt::Held(HeldLock { file })),
-        Err(TryLockError::WouldBlock) => Ok(Attempt::Contended(file)),
-        Err(TryLockError::Error(source)) => Err(Error::Io(std::io::Error::new(
-            source.kind(),
-            format!("cannot lock `{path}`: {source}"),
-        ))),
+    // A child process forked by any thread of the holder shares its lock
+    // until the child execs, so a just-released lock can look held for a
+    // moment; a few short retries tell that apart from a real holder.
+    for _ in 0..CONTENTION_RETRIES {
+        match file.file().try_lock() {
+            Ok(()) => return Ok(Attempt::Held(HeldLock { file })),
+            Err(TryLockError::WouldBlock) => std::thread::sleep(CONTENTION_PAUSE),
+            Err(TryLockError::Error(source)) => {
+                return Err(Error::Io(std::io::Error::new(
+                    source.kind(),
+                    format!("cannot lock `{path}`: {source}"),
+                )));
+            }
+        }
     }
+    Ok(Attempt::Contended(file))
 }
 
 impl HeldLock {

@@ -103,6 +103,11 @@ pub struct FileRecord {
     pub size_bytes: u64,
     /// Checksum of the bytes.
     pub checksum: Checksum,
+    /// For chroma files: the source's mtime (ns since the epoch) when copied,
+    /// so the next backup can recognise an unchanged file. Optional: older
+    /// manifests lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mtime_ns: Option<i64>,
 }
 
 /// The Chroma directory copy.
@@ -118,6 +123,17 @@ pub struct ChromaRecord {
     pub captured_at: Timestamp,
     /// Every file, relative to the chroma directory, sorted by path.
     pub files: Vec<FileRecord>,
+    /// The earlier backup whose unchanged files were hard-linked into this
+    /// one instead of copied, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_from: Option<Stamp>,
+    /// How many files were hard-linked from `linked_from`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub linked_files: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl BackupManifest {

@@ -401,3 +401,67 @@ fn a_hot_source_with_large_transactions_and_checkpoints_yields_whole_transaction
         assert_eq!(torn, 0, "a transaction is partly in backup {}", manifest.stamp);
     }
 }
+
+#[test]
+fn an_unchanged_chroma_file_is_hard_linked_from_the_previous_backup_and_a_changed_one_copied() {
+    use std::os::unix::fs::MetadataExt;
+    let runtime = Runtime::seeded(10);
+    let first = runtime.backup(true);
+    // Same size and, after the rewrite, the same mtime: only the checksum tells.
+    let sneaky = runtime.paths.chroma_dir.join("segment-0001/length.bin");
+    let meta = fs::metadata(&sneaky).unwrap();
+    let mut bytes = fs::read(&sneaky).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&sneaky, &bytes).unwrap();
+    let times = std::fs::FileTimes::new().set_modified(meta.modified().unwrap());
+    fs::File::options()
+        .write(true)
+        .open(&sneaky)
+        .unwrap()
+        .file()
+        .set_times(times)
+        .unwrap();
+    fs::write(
+        runtime.paths.chroma_dir.join("segment-0001/header.bin"),
+        b"changed and longer",
+    )
+    .unwrap();
+
+    let second = runtime.backup(true);
+    let chroma = second.chroma.as_ref().unwrap();
+    assert_eq!(chroma.linked_from.as_ref(), Some(&first.stamp));
+    // data_level0.bin and link_lists.bin are unchanged; chroma.sqlite3 always goes through SQLite.
+    assert_eq!(chroma.linked_files, 2, "{chroma:#?}");
+    let inode = |stamp: &atocore_backup_core::Stamp, path: &str| {
+        fs::metadata(runtime.snapshot(stamp).join("chroma").join(path))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(
+        inode(&first.stamp, "segment-0001/data_level0.bin"),
+        inode(&second.stamp, "segment-0001/data_level0.bin")
+    );
+    assert_ne!(
+        inode(&first.stamp, "segment-0001/length.bin"),
+        inode(&second.stamp, "segment-0001/length.bin")
+    );
+    assert_ne!(
+        inode(&first.stamp, "segment-0001/header.bin"),
+        inode(&second.stamp, "segment-0001/header.bin")
+    );
+    let live = fs::read(&sneaky).unwrap();
+    assert_eq!(
+        fs::read(
+            runtime
+                .snapshot(&second.stamp)
+                .join("chroma/segment-0001/length.bin")
+        )
+        .unwrap(),
+        live
+    );
+
+    // Sharing does not tie the backups together: delete the first, the second still validates.
+    atocore_backup_core::delete_backup(&runtime.paths, &first.stamp).unwrap();
+    let report = validate_backup(&runtime.paths.backup_dir, &second.stamp).unwrap();
+    assert!(report.valid, "{:?}", report.errors);
+}

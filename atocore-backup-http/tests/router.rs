@@ -81,6 +81,7 @@ impl Fixture {
         settings.add_filter(r"blake3:[0-9a-f]{64}", "blake3:[HASH]");
         settings.add_filter(r"pid \d+ on \S+", "pid [PID] on [HOST]");
         settings.add_filter(r#""available_bytes": \d+"#, r#""available_bytes": "[FREE]""#);
+        settings.add_filter(r#""source_mtime_ns": \d+"#, r#""source_mtime_ns": "[MTIME]""#);
         settings
     }
 }
