@@ -309,7 +309,9 @@ impl Executor<'_> {
                 )))
             }
             RestoreStep::CheckpointWal { db_path, .. } => {
-                self.live_changed = true;
+                // A checkpoint moves committed frames into the db file: the
+                // data is unchanged, so a failure here still leaves the
+                // runtime as it was.
                 let checkpoint = checkpoint_truncate(db_path)?;
                 if checkpoint.busy != 0 {
                     return Err(Error::DbInUse {

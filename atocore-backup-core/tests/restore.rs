@@ -327,3 +327,39 @@ fn restoring_into_other_paths_is_a_rehearsal() {
     assert_eq!(rows, 30);
     assert!(rehearsal.chroma_dir.join("chroma.sqlite3").is_file());
 }
+
+#[test]
+fn a_busy_checkpoint_stops_the_restore_before_any_sidecar_is_deleted() {
+    let runtime = Runtime::seeded(100);
+    let manifest = runtime.backup(false);
+    let hot_wal = leave_hot_wal(&runtime);
+    // A reader holding a snapshot keeps TRUNCATE from finishing (busy = 1);
+    // BEGIN EXCLUSIVE still succeeds in WAL mode, so only this check stops it.
+    let reader = runtime.db();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
+        .unwrap();
+    let report = restore(&runtime, &manifest.stamp, restore_options());
+    assert!(!report.success);
+    let failed = report.failed_step().unwrap();
+    assert_eq!(failed.step.name(), "checkpoint_wal");
+    assert!(failed.detail.contains("busy = 1"), "{}", failed.detail);
+    assert!(
+        report
+            .steps
+            .iter()
+            .skip_while(|s| s.step.name() != "remove_sidecars")
+            .all(|s| s.status == StepStatus::Skipped)
+    );
+    let wal = fs::read(format!("{}-wal", runtime.paths.db_path)).unwrap();
+    assert!(!wal.is_empty(), "the -wal holding committed data survived");
+    assert!(
+        !runtime.paths.restore_marker_path().exists(),
+        "nothing live changed, so no marker is left"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    assert_eq!(runtime.count(COUNT_MARKER), 1, "the committed row is still there");
+    let _ = hot_wal;
+}

@@ -283,3 +283,23 @@ fn health_answers_while_a_large_backup_runs() {
     assert!(!backup_finished_first, "/health waited for the backup");
     assert_eq!(backup.join().unwrap(), 201);
 }
+
+#[test]
+fn a_cli_create_and_an_http_create_at_once_never_produce_a_half_listed_backup() {
+    let scratch = Scratch::seeded(60_000);
+    let server = Server::start(&scratch, None);
+    let url = format!("{}/admin/backup", server.base);
+    let http = std::thread::spawn(move || call("POST", &url, Some(r#"{"include_chroma": true}"#), None).0);
+    let cli = scratch.run(&["create", "--include-chroma"]);
+    let http_status = http.join().unwrap();
+    let cli_code = cli.status.code();
+    assert!(matches!(http_status, 201 | 409), "{http_status}");
+    assert!(
+        matches!(cli_code, Some(0) | Some(5)),
+        "{cli_code:?}: {}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(http_status == 201 || cli_code == Some(0), "one of them wins");
+    let all = scratch.run(&["validate", "--all"]);
+    assert!(all.status.success(), "{}", String::from_utf8_lossy(&all.stdout));
+}
