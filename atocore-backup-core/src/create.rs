@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{
-    Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably, utf8,
+    Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably,
 };
 use crate::error::{Error, Result};
 use crate::faults::crash_point;
@@ -25,6 +25,7 @@ use crate::manifest::{
 use crate::paths::RuntimePaths;
 use crate::sqlite::online_backup;
 use crate::stamp::Stamp;
+use crate::tree::{TreeEntry, walk_tree};
 
 /// How many times a chroma file that changed while being copied is copied.
 const CHROMA_COPY_ATTEMPTS: u32 = 3;
@@ -262,55 +263,6 @@ fn copy_registry(
         checksum,
         source_mtime_ns: None,
     }))
-}
-
-/// A file or directory found under a tree root, relative and `/`-separated.
-pub(crate) struct TreeEntry {
-    pub relative: String,
-    pub is_dir: bool,
-}
-
-/// Lists a tree, parents before children, sorted; refuses symlinks and
-/// anything that is not a file or directory.
-pub(crate) fn walk_tree(root: &Utf8Path) -> Result<Vec<TreeEntry>> {
-    let mut entries = Vec::new();
-    let mut pending = vec![String::new()];
-    while let Some(relative_dir) = pending.pop() {
-        let dir = if relative_dir.is_empty() {
-            root.to_owned()
-        } else {
-            root.join(&relative_dir)
-        };
-        let mut children = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let path = utf8(entry.path())?;
-            let file_type = entry.file_type()?;
-            let name = path.file_name().unwrap_or_default().to_owned();
-            let relative = if relative_dir.is_empty() {
-                name
-            } else {
-                format!("{relative_dir}/{name}")
-            };
-            if file_type.is_symlink() {
-                return Err(Error::SymlinkRefused { path });
-            }
-            if !file_type.is_dir() && !file_type.is_file() {
-                return Err(Error::UnsupportedFileType { path });
-            }
-            children.push(TreeEntry {
-                relative,
-                is_dir: file_type.is_dir(),
-            });
-        }
-        children.sort_by(|a, b| a.relative.cmp(&b.relative));
-        for child in children.iter().rev().filter(|c| c.is_dir) {
-            pending.push(child.relative.clone());
-        }
-        entries.extend(children);
-    }
-    entries.sort_by(|a, b| a.relative.cmp(&b.relative));
-    Ok(entries)
 }
 
 /// SQLite's sidecars are folded into the online backup of their database.

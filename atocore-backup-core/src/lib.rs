@@ -55,6 +55,7 @@ mod plan;
 mod prune;
 mod sqlite;
 mod stamp;
+mod tree;
 mod validate;
 
 pub use checksum::{Algorithm, Checksum};

@@ -5,11 +5,11 @@ use std::os::unix::fs::MetadataExt;
 use camino::Utf8Path;
 use fs_err as fs;
 
-use crate::create::walk_tree;
 use crate::error::Result;
 use crate::marker::RestoreMarker;
 use crate::paths::{RuntimePaths, parent_or_dot};
 use crate::plan::{RestoreFacts, RestoreTargets, Sidecar, sidecar};
+use crate::tree::walk_tree;
 
 /// Gathers [`RestoreFacts`] for restoring the snapshot at `backup_path` into `paths`.
 ///

@@ -10,12 +10,12 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::create::walk_tree;
 use crate::durable::{NoProgress, hash_regular_file};
 use crate::error::{Error, Result};
 use crate::manifest::{B3SUMS_NAME, BackupManifest};
 use crate::sqlite::integrity_check_copy;
 use crate::stamp::Stamp;
+use crate::tree::walk_tree;
 
 /// The outcome of validating one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
