@@ -314,56 +314,8 @@ mod tests {
     //! Text previews of plans from hand-built facts: the same cases as the
     //! core's JSON plan snapshots, so both renderings get reviewed.
 
-    use atocore_backup_core::{
-        BackupManifest, RestoreFacts, RestoreOptions, RestoreTargets, Sidecar, plan_restore,
-    };
-    use camino::{Utf8Path, Utf8PathBuf};
-
-    fn manifest(registry: bool, chroma: bool) -> BackupManifest {
-        let checksum = format!("blake3:{}", "ab".repeat(32));
-        let mut value = serde_json::json!({
-            "format_version": 1, "stamp": "20260408T211748Z", "created_at": "2026-04-08T21:17:48.512Z",
-            "kind": "manual", "restored_from": null, "tool_version": "0.1.0",
-            "source": {"db_path": "/srv/a/data/db/atocore.db", "chroma_dir": "/srv/a/data/chroma",
-                       "registry_path": "/srv/a/data/config/project-registry.json"},
-            "db": {"path": "db/atocore.db", "size_bytes": 40960, "checksum": checksum, "page_size": 4096,
-                   "page_count": 10, "user_version": 3, "captured_at": "2026-04-08T21:17:48.530Z"},
-            "registry": null, "chroma": null,
-        });
-        if registry {
-            value["registry"] = serde_json::json!({"path": "config/project-registry.json", "size_bytes": 154, "checksum": checksum});
-        }
-        if chroma {
-            value["chroma"] = serde_json::json!({"path": "chroma", "file_count": 1, "total_bytes": 8192,
-                "captured_at": "2026-04-08T21:17:49.002Z",
-                "files": [{"path": "chroma.sqlite3", "size_bytes": 8192, "checksum": checksum}]});
-        }
-        BackupManifest::from_json(value.to_string().as_bytes(), Utf8Path::new("m.json")).unwrap()
-    }
-
-    fn facts() -> RestoreFacts {
-        let data = Utf8PathBuf::from("/srv/a/data");
-        RestoreFacts {
-            backup_path: "/srv/a/backups/snapshots/20260408T211748Z".into(),
-            targets: RestoreTargets {
-                db_path: data.join("db/atocore.db"),
-                chroma_dir: data.join("chroma"),
-                registry_path: data.join("config/project-registry.json"),
-            },
-            marker_path: data.join("db/.atocore-restore-in-progress"),
-            interrupted_restore: None,
-            live_db_exists: true,
-            live_db_bytes: 50_000,
-            live_registry_bytes: 200,
-            live_chroma_bytes: 10_000,
-            live_chroma_exists: true,
-            sidecars_present: Vec::new(),
-            available_bytes: 1 << 30,
-            chroma_is_mount_point: false,
-            leftovers: Vec::new(),
-            symlinked_targets: Vec::new(),
-        }
-    }
+    use atocore_backup_core::fixtures::{manifest, restore_facts as facts};
+    use atocore_backup_core::{RestoreFacts, RestoreOptions, Sidecar, plan_restore};
 
     fn preview(
         registry: bool,
@@ -386,7 +338,7 @@ mod tests {
     fn plan_previews() {
         let mut sidecars = facts();
         sidecars.sidecars_present = vec![Sidecar {
-            path: "/srv/a/data/db/atocore.db-wal".into(),
+            path: "/srv/atocore/data/db/atocore.db-wal".into(),
             size_bytes: 41_232,
         }];
         sidecars.chroma_is_mount_point = true;

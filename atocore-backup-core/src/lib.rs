@@ -44,6 +44,8 @@ mod durable;
 mod error;
 mod execute;
 mod faults;
+#[cfg(feature = "test-fixtures")]
+pub mod fixtures;
 mod leftovers;
 mod list;
 mod lock;

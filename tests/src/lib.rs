@@ -140,3 +140,11 @@ pub fn tree_hashes(dir: &Utf8Path) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// The first step of a `restore --json` report whose status is `failed`.
+pub fn failed_step(report: &serde_json::Value) -> &serde_json::Value {
+    report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|step| step["status"] == "failed"))
+        .unwrap_or_else(|| panic!("no step failed in {report}"))
+}

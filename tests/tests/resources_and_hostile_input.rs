@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use atocore_backup_tests::{Scratch, file_hash, tree_hashes, workspace_bin};
+use atocore_backup_tests::{Scratch, failed_step, file_hash, tree_hashes, workspace_bin};
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 
@@ -73,12 +73,7 @@ fn a_file_size_limit_during_restore_leaves_the_live_runtime_untouched() {
     );
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let failed = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["status"] == "failed")
-        .unwrap();
+    let failed = failed_step(&report);
     assert_eq!(failed["step"], "pre_restore_snapshot");
     let detail = failed["detail"].as_str().unwrap();
     assert!(
@@ -105,12 +100,7 @@ fn a_file_size_limit_during_restore_leaves_the_live_runtime_untouched() {
     );
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let failed = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["status"] == "failed")
-        .unwrap();
+    let failed = failed_step(&report);
     assert_eq!(failed["step"], "replace_db", "{report}");
     assert_eq!(live_before, file_hash(&scratch.paths.db_path));
     assert!(!scratch.paths.db_dir().join(".atocore.db.restore-tmp").exists());
@@ -180,12 +170,7 @@ fn a_read_only_live_db_directory_fails_the_restore_with_the_old_db_intact() {
     let output = scratch.run(&["restore", &stamp, "--confirm-service-stopped", "--json"]);
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let failed = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["status"] == "failed")
-        .unwrap();
+    let failed = failed_step(&report);
     assert_eq!(failed["step"], "restore_registry", "{report}");
     let detail = failed["detail"].as_str().unwrap();
     assert!(

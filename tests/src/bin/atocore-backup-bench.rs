@@ -314,11 +314,8 @@ fn round(root: &Utf8Path, samples: &mut Samples, with_references: bool) {
         time(ours(root, &["create", "--include-chroma"]), true),
     );
     let second = only_snapshot(root);
-    let du = |stamp: &str| {
-        let out = Command::new("du")
-            .args(["-sk", root.join("backups/snapshots").join(stamp).as_str()])
-            .output()
-            .unwrap();
+    let du = |path: &Utf8Path| {
+        let out = Command::new("du").args(["-sk", path.as_str()]).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .next()
@@ -326,19 +323,8 @@ fn round(root: &Utf8Path, samples: &mut Samples, with_references: bool) {
             .parse::<u64>()
             .unwrap_or(0)
     };
-    let both = {
-        let out = Command::new("du")
-            .args(["-sk", root.join("backups/snapshots").as_str()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or("0")
-            .parse::<u64>()
-            .unwrap_or(0)
-    };
-    let first_kib = du(&first);
+    let both = du(&root.join("backups/snapshots"));
+    let first_kib = du(&root.join("backups/snapshots").join(&first));
     samples.notes.insert(
         "second create adds on disk",
         format!(
