@@ -145,7 +145,9 @@ pub fn restore_backup(
         progress,
         pre_restore_stamp: None,
         integrity_check: None,
-        live_changed: false,
+        // An earlier restore's marker means the runtime may already be
+        // half-restored: only a completed restore may remove it.
+        live_changed: RestoreMarker::read(paths)?.is_some(),
     }
     .run(plan);
     drop(service_lock);
@@ -158,8 +160,9 @@ struct Executor<'a> {
     progress: &'a dyn Progress,
     pre_restore_stamp: Option<Stamp>,
     integrity_check: Option<String>,
-    /// Whether any live file has been touched; until then a failure can
-    /// remove the marker, because the runtime is still exactly as it was.
+    /// Whether any live file has been touched, by this restore or by an
+    /// interrupted one; until then a failure can remove the marker, because
+    /// the runtime is still exactly as it was.
     live_changed: bool,
 }
 

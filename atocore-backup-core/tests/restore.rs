@@ -363,3 +363,23 @@ fn a_busy_checkpoint_stops_the_restore_before_any_sidecar_is_deleted() {
     assert_eq!(runtime.count(COUNT_MARKER), 1, "the committed row is still there");
     let _ = hot_wal;
 }
+
+#[test]
+fn a_failed_restore_never_removes_the_marker_of_an_earlier_interrupted_one() {
+    let runtime = Runtime::seeded(20);
+    let manifest = runtime.backup(false);
+    let marker = br#"{"stamp":"20260101T000000Z","started_at":"2026-01-01T00:00:00Z","pid":1,"pre_restore_stamp":null}"#;
+    fs::write(runtime.paths.restore_marker_path(), marker).unwrap();
+    fs::write(
+        runtime.snapshot(&manifest.stamp).join("db/atocore.db"),
+        b"damaged",
+    )
+    .unwrap();
+    let report = restore(&runtime, &manifest.stamp, restore_options());
+    assert_eq!(report.failed_step().unwrap().step.name(), "validate_backup");
+    assert_eq!(
+        fs::read(runtime.paths.restore_marker_path()).unwrap(),
+        marker,
+        "the half-restored runtime stays blocked"
+    );
+}
