@@ -176,17 +176,28 @@ fn sigkill_at_every_named_restore_point_leaves_old_or_new_and_the_next_restore_f
 
 #[test]
 fn sigkill_at_random_instants_of_a_restore_leaves_old_or_new() {
+    random_restore_kills(5, 150);
+}
+
+/// The heavy variant: `cargo test -p atocore-backup-tests -- --ignored`.
+#[test]
+#[ignore = "minutes of work: run with --ignored"]
+fn sigkill_at_random_instants_of_a_restore_many_rounds() {
+    random_restore_kills(40, 600);
+}
+
+fn random_restore_kills(rounds: u32, max_delay_ms: u64) {
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
-    for round in 0..5 {
+    for round in 0..rounds {
         let prepared = prepared();
         let old_chroma = chroma_files(&prepared.scratch.paths.chroma_dir);
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(5 + (seed >> 33) % 150);
+        let delay = Duration::from_millis(5 + (seed >> 33) % max_delay_ms);
         let mut child = prepared
             .scratch
             .cli(&restore_args(&prepared.stamp))
