@@ -71,6 +71,15 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// SQLite could not open a WAL-mode source for reading.
+    #[error(
+        "cannot open database `{path}` for reading: SQLite must find or create `{path}-wal` and `{path}-shm` beside a WAL-mode database, so the backup needs write access to its directory"
+    )]
+    DbSourceUnopenable {
+        /// The database.
+        path: Utf8PathBuf,
+    },
+
     /// The online backup could not finish because the source stayed locked.
     #[error("database `{path}` stayed locked for the whole online backup; try again when its writers pause")]
     DbBackupBusy {
@@ -263,6 +272,7 @@ impl Error {
             | Error::DbMissing { .. }
             | Error::Sqlite { .. }
             | Error::DbBackup { .. }
+            | Error::DbSourceUnopenable { .. }
             | Error::DbBackupBusy { .. }
             | Error::RegistryJson { .. }
             | Error::BadChecksum { .. }

@@ -51,10 +51,21 @@ pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFa
         let backup = Backup::new(&source_conn, &mut target_conn).map_err(sqlite_error(target))?;
         let mut attempts = 0;
         loop {
-            let step = backup.step(-1).map_err(|error| Error::DbBackup {
-                from: source.to_owned(),
-                to: target.to_owned(),
-                source: error,
+            let step = backup.step(-1).map_err(|error| {
+                // The source is opened lazily, at the first step.
+                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen)
+                    && !source_is_openable(source)
+                {
+                    Error::DbSourceUnopenable {
+                        path: source.to_owned(),
+                    }
+                } else {
+                    Error::DbBackup {
+                        from: source.to_owned(),
+                        to: target.to_owned(),
+                        source: error,
+                    }
+                }
             })?;
             match step {
                 StepResult::Done => break,
@@ -78,6 +89,21 @@ pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFa
         .map_err(|(_, source)| sqlite_error(target)(source))?;
     fs_err::File::open(target)?.sync_all()?;
     Ok(facts)
+}
+
+/// Whether a read-only connection can read the source on its own: tells a
+/// source that cannot be opened from a copy that cannot be written.
+fn source_is_openable(source: &Utf8Path) -> bool {
+    Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| {
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+            row.get::<_, i64>(0)
+        })
+    })
+    .is_ok()
 }
 
 fn read_facts(conn: &Connection) -> rusqlite::Result<DbFacts> {

@@ -44,6 +44,9 @@ fn every_error_text() {
             to: "/b/snapshots/.partial-20260408T211748Z/db/atocore.db".into(),
             source: rusqlite::Error::QueryReturnedNoRows,
         },
+        Error::DbSourceUnopenable {
+            path: "/d/db/atocore.db".into(),
+        },
         Error::DbBackupBusy {
             path: "/d/db/atocore.db".into(),
         },

@@ -240,3 +240,20 @@ fn a_restore_while_a_create_runs_is_refused_as_busy() {
     drop(holder.stdin.take());
     holder.wait().unwrap();
 }
+
+#[test]
+fn a_wal_db_in_a_read_only_directory_gets_an_error_that_says_what_sqlite_needs() {
+    let scratch = Scratch::seeded(100);
+    let db_dir = scratch.paths.db_dir().to_owned();
+    for sidecar in ["-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{sidecar}", scratch.paths.db_path));
+    }
+    let Some(_guard) = Immutable::set(&db_dir) else {
+        return;
+    };
+    let output = scratch.run(&["create"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs write access to its directory"), "{stderr}");
+    assert!(snapshot_names(&scratch).is_empty());
+}
