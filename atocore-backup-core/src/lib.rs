@@ -13,24 +13,31 @@
 //!
 //! Operations:
 //!
-//! ```no_run
-//! # fn main() -> Result<(), atocore_backup_core::Error> {
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use atocore_backup_core::{
-//!     CreateOptions, NoProgress, RestoreOptions, RuntimePaths, create_backup, validate_backup,
-//!     preview_restore, restore_backup,
+//!     CreateOptions, NoProgress, RestoreOptions, RuntimePaths, create_backup, preview_restore,
+//!     restore_backup, seed_runtime, validate_backup,
 //! };
 //!
-//! let paths = RuntimePaths::under("/srv/atocore".into());
-//! let manifest = create_backup(&paths, &CreateOptions { include_chroma: true, ..Default::default() }, &NoProgress)?;
-//! let report = validate_backup(&paths.backup_dir, &manifest.stamp)?;
-//! assert!(report.valid);
+//! # let scratch = tempfile::tempdir()?;
+//! # let root = camino::Utf8Path::from_path(scratch.path()).ok_or("temp dir is not UTF-8")?;
+//! // `root/data/...` and `root/backups`, as `--data-dir root/data --backup-dir root/backups`.
+//! let paths = RuntimePaths::under(root);
+//! seed_runtime(&paths, 100)?; // a small atocore-like runtime to work on
+//!
+//! let options = CreateOptions { include_chroma: true, ..Default::default() };
+//! let manifest = create_backup(&paths, &options, &NoProgress)?;
+//! assert!(validate_backup(&paths.backup_dir, &manifest.stamp)?.valid);
 //!
 //! let options = RestoreOptions { include_chroma: None, pre_restore_snapshot: true };
-//! let plan = preview_restore(&paths, &manifest.stamp, &options)?; // a dry run
-//! println!("{}", serde_json::to_string_pretty(&plan).unwrap());
-//! // With the service stopped:
+//! let plan = preview_restore(&paths, &manifest.stamp, &options)?; // the dry run: data only
+//! assert_eq!(plan.steps.len(), 11);
+//!
+//! // With the service stopped (and so its `ServiceLock` released):
 //! let report = restore_backup(&paths, &manifest.stamp, &options, true, &NoProgress)?;
 //! assert!(report.success);
+//! assert!(report.pre_restore_stamp.is_some()); // `restore` that stamp to undo this one
 //! # Ok(()) }
 //! ```
 //!
