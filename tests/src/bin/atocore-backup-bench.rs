@@ -313,7 +313,6 @@ fn round(root: &Utf8Path, samples: &mut Samples, with_references: bool) {
         "create --include-chroma (unchanged, 2nd)",
         time(ours(root, &["create", "--include-chroma"]), true),
     );
-    let second = only_snapshot(root);
     let du = |path: &Utf8Path| {
         let out = Command::new("du").args(["-sk", path.as_str()]).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
@@ -334,7 +333,6 @@ fn round(root: &Utf8Path, samples: &mut Samples, with_references: bool) {
             first_kib / 1024
         ),
     );
-    let _ = second;
 
     samples.record("validate", time(ours(root, &["validate", &first]), true));
     if with_references {
