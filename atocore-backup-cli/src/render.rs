@@ -31,6 +31,12 @@ pub fn created(manifest: &BackupManifest) -> String {
         manifest.db.page_size,
         manifest.db.user_version
     );
+    if let Some(from) = &manifest.db.linked_from {
+        let _ = writeln!(
+            out,
+            "            unchanged since {from}: shares its copy (no extra disk)"
+        );
+    }
     match &manifest.registry {
         Some(registry) => {
             let _ = writeln!(
@@ -50,6 +56,13 @@ pub fn created(manifest: &BackupManifest) -> String {
                 chroma.file_count,
                 HumanBytes(chroma.total_bytes)
             );
+            if let Some(from) = &chroma.linked_from {
+                let _ = writeln!(
+                    out,
+                    "            {} unchanged files share their copies with {from}",
+                    chroma.linked_files
+                );
+            }
         }
         None => out.push_str("  chroma    not included (use --include-chroma)\n"),
     }

@@ -166,6 +166,7 @@ fn build_snapshot(
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
     let db = copy_db(dir, &paths.db_path, progress)?;
+    let db = share_unchanged_db(dir, paths, db);
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
     let chroma = if options.include_chroma {
@@ -233,6 +234,7 @@ fn copy_db(dir: &Utf8Path, db_path: &Utf8Path, progress: &dyn Progress) -> Resul
         page_count: facts.page_count,
         user_version: facts.user_version,
         captured_at,
+        linked_from: None,
     })
 }
 
@@ -272,6 +274,37 @@ fn is_sqlite_sidecar(relative: &str, all: &[TreeEntry]) -> bool {
             .strip_suffix(suffix)
             .is_some_and(|db| db.ends_with(".sqlite3") && all.iter().any(|e| e.relative == db))
     })
+}
+
+/// If the newest readable backup holds a db copy with the same bytes (same
+/// size and checksum), the fresh copy is replaced by a hard link to it, so an
+/// unchanged db costs no disk. Best effort: any problem keeps the copy.
+fn share_unchanged_db(dir: &Utf8Path, paths: &RuntimePaths, mut db: DbRecord) -> DbRecord {
+    let previous = crate::list_backups(paths).ok().and_then(|listing| {
+        let summary = listing.backups.into_iter().find(|b| b.broken.is_none())?;
+        let stamp: Stamp = summary.stamp.parse().ok()?;
+        let snapshot = snapshot_dir(paths, &stamp);
+        let manifest = BackupManifest::load(&snapshot).ok()?;
+        Some((stamp, snapshot, manifest.db))
+    });
+    let Some((stamp, snapshot, record)) = previous else {
+        return db;
+    };
+    if record.checksum != db.checksum || record.size_bytes != db.size_bytes {
+        return db;
+    }
+    let Ok(existing) = crate::validate::resolve_inside(&snapshot, &record.path) else {
+        return db;
+    };
+    let target = dir.join(&db.path);
+    let link = crate::durable::temp_path_for(&target, "link");
+    let shared = fs::hard_link(&existing, &link).and_then(|()| fs::rename(&link, &target));
+    if shared.is_ok() && fsync_dir(crate::paths::parent_or_dot(&target)).is_ok() {
+        db.linked_from = Some(stamp);
+    } else {
+        let _ = fs::remove_file(&link);
+    }
+    db
 }
 
 /// The chroma copy of the newest readable backup, whose unchanged files a new

@@ -92,6 +92,10 @@ pub struct DbRecord {
     pub user_version: i64,
     /// When the online backup's single pass finished: the state it holds.
     pub captured_at: Timestamp,
+    /// The earlier backup whose identical db copy this one hard-links
+    /// instead of keeping a second copy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_from: Option<Stamp>,
 }
 
 /// A single copied file.

@@ -465,3 +465,35 @@ fn an_unchanged_chroma_file_is_hard_linked_from_the_previous_backup_and_a_change
     let report = validate_backup(&runtime.paths.backup_dir, &second.stamp).unwrap();
     assert!(report.valid, "{:?}", report.errors);
 }
+
+#[test]
+fn an_unchanged_db_shares_the_previous_copy_and_a_changed_one_does_not() {
+    use std::os::unix::fs::MetadataExt;
+    let runtime = Runtime::seeded(200);
+    let first = runtime.backup(false);
+    let second = runtime.backup(false);
+    let db_inode = |m: &atocore_backup_core::BackupManifest| {
+        fs::metadata(runtime.snapshot(&m.stamp).join(&m.db.path))
+            .unwrap()
+            .ino()
+    };
+    assert_eq!(
+        second.db.checksum, first.db.checksum,
+        "an idle db copies to the same bytes"
+    );
+    assert_eq!(second.db.linked_from.as_ref(), Some(&first.stamp));
+    assert_eq!(db_inode(&first), db_inode(&second));
+    runtime
+        .db()
+        .execute("DELETE FROM memories WHERE id < 10", [])
+        .unwrap();
+    let third = runtime.backup(false);
+    assert!(third.db.linked_from.is_none());
+    assert_ne!(db_inode(&third), db_inode(&second));
+    atocore_backup_core::delete_backup(&runtime.paths, &first.stamp).unwrap();
+    assert!(
+        validate_backup(&runtime.paths.backup_dir, &second.stamp)
+            .unwrap()
+            .valid
+    );
+}
