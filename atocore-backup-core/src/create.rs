@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{
-    Progress, copy_hashed, create_dir_durably, fsync_dir, hash_regular_file, rename_durably,
+    Progress, copy_hashed, create_dir_durably, fsync_dir, hash_and_sync, hash_regular_file, rename_durably,
 };
 use crate::error::{Error, Result};
 use crate::faults::crash_point;
@@ -224,7 +224,7 @@ fn copy_db(dir: &Utf8Path, db_path: &Utf8Path, progress: &dyn Progress) -> Resul
     let captured_at = now();
     // The backup API writes the copy itself, so it is hashed from the copy
     // (fresh in the page cache), never by reading the live file.
-    let (size_bytes, checksum) = hash_regular_file(&target, Algorithm::Blake3, progress)?;
+    let (size_bytes, checksum) = hash_and_sync(&target, Algorithm::Blake3, progress)?;
     fsync_dir(&dir.join("db"))?;
     Ok(DbRecord {
         path: relative,
@@ -293,18 +293,26 @@ fn share_unchanged_db(dir: &Utf8Path, paths: &RuntimePaths, mut db: DbRecord) ->
     if record.checksum != db.checksum || record.size_bytes != db.size_bytes {
         return db;
     }
-    let Ok(existing) = crate::validate::resolve_inside(&snapshot, &record.path) else {
-        return db;
-    };
-    let target = dir.join(&db.path);
-    let link = crate::durable::temp_path_for(&target, "link");
-    let shared = fs::hard_link(&existing, &link).and_then(|()| fs::rename(&link, &target));
-    if shared.is_ok() && fsync_dir(crate::paths::parent_or_dot(&target)).is_ok() {
+    if replace_with_link(&snapshot, &record.path, &dir.join(&db.path)) {
         db.linked_from = Some(stamp);
-    } else {
-        let _ = fs::remove_file(&link);
     }
     db
+}
+
+/// Replaces the fresh copy `target` by a hard link to `relative` inside an
+/// earlier snapshot, atomically (link beside, rename over). Any failure keeps
+/// the copy, which is always correct; returns whether the link is in place.
+fn replace_with_link(snapshot: &Utf8Path, relative: &str, target: &Utf8Path) -> bool {
+    let Ok(existing) = crate::validate::resolve_inside(snapshot, relative) else {
+        return false;
+    };
+    let link = crate::durable::temp_path_for(target, "link");
+    let shared = fs::hard_link(&existing, &link).and_then(|()| fs::rename(&link, target));
+    if shared.is_ok() && fsync_dir(crate::paths::parent_or_dot(target)).is_ok() {
+        return true;
+    }
+    let _ = fs::remove_file(&link);
+    false
 }
 
 /// The chroma copy of the newest readable backup, whose unchanged files a new
@@ -405,7 +413,17 @@ fn copy_chroma(
         }
         if entry.relative.ends_with(".sqlite3") {
             online_backup(&source, &target)?;
-            let (size_bytes, checksum) = hash_regular_file(&target, Algorithm::Blake3, progress)?;
+            let (size_bytes, checksum) = hash_and_sync(&target, Algorithm::Blake3, progress)?;
+            // Same bytes as the previous copy: share it, as for the main db.
+            if let Some(previous) = previous
+                && previous
+                    .files
+                    .get(&entry.relative)
+                    .is_some_and(|r| r.checksum == checksum && r.size_bytes == size_bytes)
+                && replace_with_link(&previous.root, &entry.relative, &target)
+            {
+                linked_files += 1;
+            }
             files.push(FileRecord {
                 path: entry.relative.clone(),
                 size_bytes,

@@ -85,6 +85,29 @@ pub(crate) fn hash_regular_file(
     Ok(crate::checksum::hash_reader(reader, algorithm)?)
 }
 
+/// Hashes a file just written by someone else (SQLite) while a second thread
+/// fsyncs it: the hash reads from the page cache while the disk catches up,
+/// so the two cost about as much as the slower one.
+pub(crate) fn hash_and_sync(
+    path: &Utf8Path,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> Result<(u64, Checksum)> {
+    std::thread::scope(|scope| {
+        let sync = scope.spawn(|| -> Result<()> {
+            fs::File::open(path)?.sync_all()?;
+            Ok(())
+        });
+        let hashed = hash_regular_file(path, algorithm, progress);
+        let synced = sync.join().unwrap_or_else(|_| {
+            Err(Error::Io(std::io::Error::other(format!(
+                "fsync of `{path}` panicked"
+            ))))
+        });
+        synced.and(hashed)
+    })
+}
+
 struct ProgressReader<'a, R> {
     inner: R,
     progress: &'a dyn Progress,

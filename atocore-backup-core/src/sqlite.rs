@@ -26,7 +26,7 @@ pub(crate) struct DbFacts {
 }
 
 /// Copies `source` into the new file `target` with the online backup API in
-/// one `step(-1)`.
+/// one `step(-1)`. The copy is closed but not yet fsynced.
 ///
 /// A paged copy (100 pages a step, as `.backup` does) restarts whenever
 /// another connection writes, and against a busy writer never finishes; one
@@ -87,7 +87,7 @@ pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFa
     target_conn
         .close()
         .map_err(|(_, source)| sqlite_error(target)(source))?;
-    fs_err::File::open(target)?.sync_all()?;
+    // Not fsynced here: callers fsync while they hash the copy (`hash_and_sync`).
     Ok(facts)
 }
 

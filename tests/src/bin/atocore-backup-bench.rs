@@ -268,46 +268,93 @@ impl Samples {
     }
 }
 
-/// One round of every measurement, in a fixed interleaved order.
-fn round(root: &Utf8Path, samples: &mut Samples, with_references: bool) {
+type Measure<'a> = (&'static str, Box<dyn FnOnce() -> (f64, Option<u64>) + 'a>);
+
+/// Runs ours and the references of one comparison; on odd rounds the
+/// references go first, so neither side always meets a cache the other warmed.
+fn compare(samples: &mut Samples, flip: bool, ours: Measure<'_>, references: Vec<Measure<'_>>) {
+    let mut all = vec![ours];
+    all.extend(references);
+    if flip {
+        all.rotate_left(1);
+    }
+    for (name, measure) in all {
+        samples.record(name, measure());
+    }
+}
+
+/// One round of every measurement, interleaved.
+fn round(root: &Utf8Path, samples: &mut Samples, flip: bool) {
     let db = root.join("data/db/atocore.db");
     let chroma = root.join("data/chroma");
 
-    clear_backups(root);
-    samples.record("create (db only)", time(ours(root, &["create"]), true));
-    if with_references {
-        let dst = scratch(root).join("copy.db");
-        samples.record(
-            "sqlite3 .backup",
-            time(sh(&format!("sqlite3 '{db}' \".backup '{dst}'\"")), false),
-        );
-        let dst = scratch(root).join("copy.db");
-        let script = format!(
-            "python3 -c \"import sqlite3; s=sqlite3.connect('{db}'); d=sqlite3.connect('{dst}'); s.backup(d); d.close()\""
-        );
-        samples.record("python sqlite3 backup", time(sh(&script), false));
-        let dst = scratch(root).join("copy.db");
-        samples.record("cp db", time(sh(&format!("cp '{db}' '{dst}'")), false));
-        let dst = scratch(root).join("chroma");
-        samples.record(
-            "cp -r chroma",
-            time(sh(&format!("cp -r '{chroma}' '{dst}'")), false),
-        );
-    }
+    compare(
+        samples,
+        flip,
+        (
+            "create (db only)",
+            Box::new(|| {
+                clear_backups(root);
+                time(ours(root, &["create"]), true)
+            }),
+        ),
+        vec![
+            (
+                "sqlite3 .backup",
+                Box::new(|| {
+                    let dst = scratch(root).join("copy.db");
+                    time(sh(&format!("sqlite3 '{db}' \".backup '{dst}'\"")), false)
+                }),
+            ),
+            (
+                "python sqlite3 backup",
+                Box::new(|| {
+                    let dst = scratch(root).join("copy.db");
+                    let script = format!(
+                        "python3 -c \"import sqlite3; s=sqlite3.connect('{db}'); d=sqlite3.connect('{dst}'); s.backup(d); d.close()\""
+                    );
+                    time(sh(&script), false)
+                }),
+            ),
+            (
+                "cp db",
+                Box::new(|| {
+                    let dst = scratch(root).join("copy.db");
+                    time(sh(&format!("cp '{db}' '{dst}'")), false)
+                }),
+            ),
+            (
+                "cp -r chroma",
+                Box::new(|| {
+                    let dst = scratch(root).join("chroma");
+                    time(sh(&format!("cp -r '{chroma}' '{dst}'")), false)
+                }),
+            ),
+        ],
+    );
 
-    clear_backups(root);
-    samples.record(
-        "create --include-chroma",
-        time(ours(root, &["create", "--include-chroma"]), true),
+    compare(
+        samples,
+        flip,
+        (
+            "create --include-chroma",
+            Box::new(|| {
+                clear_backups(root);
+                time(ours(root, &["create", "--include-chroma"]), true)
+            }),
+        ),
+        vec![(
+            "by hand: .backup + cp -r + b3sum",
+            Box::new(|| {
+                let dir = scratch(root);
+                let script = format!(
+                    "sqlite3 '{db}' \".backup '{dir}/copy.db'\" && cp -r '{chroma}' '{dir}/chroma' && find '{dir}' -type f -exec b3sum {{}} + > /dev/null"
+                );
+                time(sh(&script), false)
+            }),
+        )],
     );
     let first = only_snapshot(root);
-    if with_references {
-        let dir = scratch(root);
-        let script = format!(
-            "sqlite3 '{db}' \".backup '{dir}/copy.db'\" && cp -r '{chroma}' '{dir}/chroma' && find '{dir}' -type f -exec b3sum {{}} + > /dev/null"
-        );
-        samples.record("by hand: .backup + cp -r + b3sum", time(sh(&script), false));
-    }
 
     samples.record(
         "create --include-chroma (unchanged, 2nd)",
@@ -334,30 +381,48 @@ fn round(root: &Utf8Path, samples: &mut Samples, with_references: bool) {
         ),
     );
 
-    samples.record("validate", time(ours(root, &["validate", &first]), true));
-    if with_references {
-        let dir = root.join("backups/snapshots").join(&first);
-        let script = format!(
-            "cd '{dir}' && b3sum -c --quiet B3SUMS && sqlite3 db/atocore.db 'PRAGMA integrity_check' >/dev/null"
-        );
-        samples.record("b3sum -c + integrity_check", time(sh(&script), false));
-    }
-
-    samples.record(
-        "restore (db + chroma, pre-restore snapshot)",
-        time(
-            ours(root, &["restore", &first, "--confirm-service-stopped"]),
-            true,
+    let snapshot = root.join("backups/snapshots").join(&first);
+    compare(
+        samples,
+        flip,
+        (
+            "validate",
+            Box::new(|| time(ours(root, &["validate", &first]), true)),
         ),
+        vec![(
+            "b3sum -c + integrity_check",
+            Box::new(|| {
+                let script = format!(
+                    "cd '{snapshot}' && b3sum -c --quiet B3SUMS && sqlite3 db/atocore.db 'PRAGMA integrity_check' >/dev/null"
+                );
+                time(sh(&script), false)
+            }),
+        )],
     );
-    if with_references {
-        let dir = scratch(root);
-        let backup = root.join("backups/snapshots").join(&first);
-        let script = format!(
-            "sqlite3 '{db}' \".backup '{dir}/safety.db'\" && cp -r '{chroma}' '{dir}/safety-chroma' && cp '{backup}/db/atocore.db' '{db}' && rm -rf '{chroma}' && cp -r '{backup}/chroma' '{chroma}' && sqlite3 '{db}' 'PRAGMA integrity_check' >/dev/null"
-        );
-        samples.record("by hand: restore sequence", time(sh(&script), false));
-    }
+
+    compare(
+        samples,
+        flip,
+        (
+            "restore (db + chroma, pre-restore snapshot)",
+            Box::new(|| {
+                time(
+                    ours(root, &["restore", &first, "--confirm-service-stopped"]),
+                    true,
+                )
+            }),
+        ),
+        vec![(
+            "by hand: restore sequence",
+            Box::new(|| {
+                let dir = scratch(root);
+                let script = format!(
+                    "sqlite3 '{db}' \".backup '{dir}/safety.db'\" && cp -r '{chroma}' '{dir}/safety-chroma' && cp '{snapshot}/db/atocore.db' '{db}' && rm -rf '{chroma}' && cp -r '{snapshot}/chroma' '{chroma}' && sqlite3 '{db}' 'PRAGMA integrity_check' >/dev/null"
+                );
+                time(sh(&script), false)
+            }),
+        )],
+    );
     let _ = fs::remove_dir_all(root.join("scratch"));
 }
 
@@ -543,7 +608,7 @@ fn main() {
     let mut samples = Samples::default();
     for n in 0..options.rounds {
         eprintln!("round {}", n + 1);
-        round(&main_root, &mut samples, true);
+        round(&main_root, &mut samples, n % 2 == 1);
     }
     hot(&main_root, &mut samples);
     println!("{}", table(&samples));
@@ -557,8 +622,8 @@ fn main() {
             eprintln!("plot point: {size} MiB");
             build_runtime(&root, *size, size / 2);
             let mut point = Samples::default();
-            for _ in 0..options.rounds {
-                round(&root, &mut point, true);
+            for n in 0..options.rounds {
+                round(&root, &mut point, n % 2 == 1);
             }
             let _ = fs::remove_dir_all(&root);
             points.push((*size, point));
