@@ -538,6 +538,16 @@ fn restore_chroma(
             swap_entries(from, to, record, progress)?;
             Ok("swapping entries (the directory could not be renamed)")
         }
+        // A filesystem without RENAME_EXCHANGE: two renames, with an instant
+        // between them when `to` is absent; the restore marker covers it and
+        // `list` names the old tree if a crash lands there.
+        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            fs::rename(to, &old)?;
+            rename_durably(&staging, to)?;
+            fs::remove_dir_all(&old)?;
+            fsync_dir(parent_or_dot(to))?;
+            Ok("renaming the old tree away and the new one in")
+        }
         Err(error) => Err(Error::Io(std::io::Error::new(
             error.kind(),
             format!("cannot swap `{staging}` into `{to}`: {error}"),
@@ -551,6 +561,11 @@ fn exchange(staging: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
     if injected("chroma-rename-ebusy") {
         return Err(std::io::Error::from_raw_os_error(
             rustix::io::Errno::BUSY.raw_os_error(),
+        ));
+    }
+    if injected("chroma-exchange-unsupported") {
+        return Err(std::io::Error::from_raw_os_error(
+            rustix::io::Errno::INVAL.raw_os_error(),
         ));
     }
     rustix::fs::renameat_with(

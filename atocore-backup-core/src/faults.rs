@@ -4,7 +4,8 @@
 //! - `ATOCORE_BACKUP_CRASH_AT=<point>` aborts the process (as abruptly as a
 //!   SIGKILL: no destructors, no cleanup) when execution reaches `<point>`.
 //! - `ATOCORE_BACKUP_FAULT=<fault>` makes the named operation fail, e.g.
-//!   `chroma-rename-ebusy` behaves as if the chroma dir were a bind mount.
+//!   `chroma-rename-ebusy` behaves as if the chroma dir were a bind mount;
+//!   `chroma-exchange-unsupported` as if the filesystem lacked `RENAME_EXCHANGE`.
 //!
 //! Both are read once; with neither set, each check is one atomic load.
 

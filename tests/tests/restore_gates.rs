@@ -131,3 +131,37 @@ fn drill_passes_through_the_real_binary() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("Drill passed"));
 }
+
+#[test]
+fn without_rename_exchange_chroma_is_swapped_by_two_renames() {
+    let scratch = Scratch::seeded(100);
+    let stamp = scratch.create(true);
+    fs::write(scratch.paths.chroma_dir.join("loose.bin"), b"later").unwrap();
+    let output = scratch
+        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
+        .env("ATOCORE_BACKUP_FAULT", "chroma-exchange-unsupported")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        report["steps"][8]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("renaming the old tree away")
+    );
+    let live: Vec<_> = tree_hashes(&scratch.paths.chroma_dir)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with("-wal") && !p.ends_with("-shm"))
+        .collect();
+    assert_eq!(
+        live,
+        tree_hashes(&scratch.root.join(format!("backups/snapshots/{stamp}/chroma")))
+    );
+    let list = scratch.run(&["list"]);
+    assert!(String::from_utf8_lossy(&list.stderr).is_empty(), "no debris left");
+}
