@@ -3,25 +3,25 @@
 use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
+use crate::chroma_swap::restore_chroma;
 use crate::create::{CreateOptions, create_backup_locked, now, snapshot_dir};
 use crate::durable::{
     Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably, temp_path_for,
 };
 use crate::error::{Error, Result};
-use crate::faults::{crash_point, injected};
-use crate::leftovers::{INNER_OLD, INNER_STAGING, RESTORE_TMP, chroma_old_beside, chroma_staging_beside};
+use crate::faults::crash_point;
+use crate::leftovers::RESTORE_TMP;
 use crate::lock::{BackupDirLock, ServiceLock};
-use crate::manifest::{BackupKind, BackupManifest, ChromaRecord};
+use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
 use crate::observe::observe_restore;
 use crate::paths::{RuntimePaths, parent_or_dot};
-use crate::plan::{ChromaSwap, RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
+use crate::plan::{RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
 use crate::sqlite::{check_exclusive, checkpoint_truncate, integrity_check_live};
 use crate::stamp::Stamp;
-use crate::validate::{resolve_inside, validate_backup};
+use crate::validate::validate_backup;
 
 /// What happened to one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,185 +440,11 @@ fn replace_file(
     result
 }
 
-fn refuse_symlink(path: &Utf8Path) -> Result<()> {
+pub(crate) fn refuse_symlink(path: &Utf8Path) -> Result<()> {
     match path.symlink_metadata() {
         Ok(meta) if meta.file_type().is_symlink() => Err(Error::SymlinkRefused {
             path: path.to_owned(),
         }),
         _ => Ok(()),
     }
-}
-
-/// Builds a verified copy of the backup's chroma tree at `staging`.
-fn build_chroma_tree(
-    from: &Utf8Path,
-    staging: &Utf8Path,
-    record: &ChromaRecord,
-    progress: &dyn Progress,
-) -> Result<()> {
-    if staging.symlink_metadata().is_ok() {
-        fs::remove_dir_all(staging)?;
-    }
-    fs::create_dir(staging)?;
-    let mut dirs = vec![staging.to_owned()];
-    for file in &record.files {
-        let source = resolve_inside(from, &file.path).map_err(|problem| {
-            Error::Io(std::io::Error::other(format!(
-                "chroma file `{from}/{}`: {problem}",
-                file.path
-            )))
-        })?;
-        let target = staging.join(&file.path);
-        let parent = parent_or_dot(&target).to_owned();
-        if !parent.is_dir() {
-            fs::create_dir_all(&parent)?;
-        }
-        if !dirs.contains(&parent) {
-            dirs.push(parent);
-        }
-        let (_, actual) = copy_hashed(&source, &target, file.checksum.algorithm(), progress)?;
-        if actual != file.checksum {
-            return Err(Error::ChecksumMismatch {
-                path: source,
-                expected: file.checksum.to_string(),
-                actual: actual.to_string(),
-            });
-        }
-    }
-    // Deepest first so each directory's entries are durable before its parent's.
-    dirs.sort_by_key(|dir| std::cmp::Reverse(dir.as_str().len()));
-    for dir in &dirs {
-        fsync_dir(dir)?;
-    }
-    Ok(())
-}
-
-fn is_mount_like(error: &std::io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::BUSY.raw_os_error() || code == rustix::io::Errno::XDEV.raw_os_error()
-    )
-}
-
-/// Replaces the chroma tree; returns how it was done.
-fn restore_chroma(
-    from: &Utf8Path,
-    to: &Utf8Path,
-    record: &ChromaRecord,
-    swap: ChromaSwap,
-    progress: &dyn Progress,
-) -> Result<&'static str> {
-    refuse_symlink(to)?;
-    if swap == ChromaSwap::SwapEntries {
-        swap_entries(from, to, record, progress)?;
-        return Ok("swapping entries inside the mount point");
-    }
-    let staging = chroma_staging_beside(to);
-    let old = chroma_old_beside(to);
-    if old.symlink_metadata().is_ok() {
-        fs::remove_dir_all(&old)?;
-    }
-    build_chroma_tree(from, &staging, record, progress)?;
-    crash_point("restore.chroma_staged");
-    if !to.exists() {
-        rename_durably(&staging, to)?;
-        return Ok("renaming the new tree into place");
-    }
-    match exchange(&staging, to) {
-        Ok(()) => {
-            fsync_dir(parent_or_dot(to))?;
-            crash_point("restore.chroma_exchanged");
-            // After the exchange `staging` holds the old tree.
-            fs::remove_dir_all(&staging)?;
-            fsync_dir(parent_or_dot(to))?;
-            Ok("exchanging the new tree with the old one")
-        }
-        Err(error) if is_mount_like(&error) => {
-            fs::remove_dir_all(&staging)?;
-            swap_entries(from, to, record, progress)?;
-            Ok("swapping entries (the directory could not be renamed)")
-        }
-        // A filesystem without RENAME_EXCHANGE: two renames, with an instant
-        // between them when `to` is absent; the restore marker covers it and
-        // `list` names the old tree if a crash lands there.
-        Err(error) if error.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-            fs::rename(to, &old)?;
-            rename_durably(&staging, to)?;
-            fs::remove_dir_all(&old)?;
-            fsync_dir(parent_or_dot(to))?;
-            Ok("renaming the old tree away and the new one in")
-        }
-        Err(error) => Err(Error::Io(std::io::Error::new(
-            error.kind(),
-            format!("cannot swap `{staging}` into `{to}`: {error}"),
-        ))),
-    }
-}
-
-/// Atomically exchanges two directories (`renameat2(RENAME_EXCHANGE)`), so
-/// `to` is at every instant either the complete old tree or the complete new one.
-fn exchange(staging: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
-    if injected("chroma-rename-ebusy") {
-        return Err(std::io::Error::from_raw_os_error(
-            rustix::io::Errno::BUSY.raw_os_error(),
-        ));
-    }
-    if injected("chroma-exchange-unsupported") {
-        return Err(std::io::Error::from_raw_os_error(
-            rustix::io::Errno::INVAL.raw_os_error(),
-        ));
-    }
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        staging.as_std_path(),
-        rustix::fs::CWD,
-        to.as_std_path(),
-        rustix::fs::RenameFlags::EXCHANGE,
-    )
-    .map_err(std::io::Error::from)
-}
-
-/// For a directory that cannot itself be renamed (a bind mount): stage the
-/// new tree inside it, move the old entries into an inner `old` directory,
-/// move the new ones up, then delete the old. The directory's inode never
-/// changes, and the restore marker covers the instants in between.
-fn swap_entries(
-    from: &Utf8Path,
-    to: &Utf8Path,
-    record: &ChromaRecord,
-    progress: &dyn Progress,
-) -> Result<()> {
-    let staging = to.join(INNER_STAGING);
-    let old = to.join(INNER_OLD);
-    if old.symlink_metadata().is_ok() {
-        fs::remove_dir_all(&old)?;
-    }
-    build_chroma_tree(from, &staging, record, progress)?;
-    fs::create_dir(&old)?;
-    for entry in walk_top_level(to)? {
-        if entry == INNER_STAGING || entry == INNER_OLD {
-            continue;
-        }
-        fs::rename(to.join(&entry), old.join(&entry))?;
-    }
-    fsync_dir(&old)?;
-    fsync_dir(to)?;
-    crash_point("restore.chroma_entries_moved_aside");
-    for entry in walk_top_level(&staging)? {
-        fs::rename(staging.join(&entry), to.join(&entry))?;
-    }
-    fsync_dir(to)?;
-    fs::remove_dir(&staging)?;
-    fs::remove_dir_all(&old)?;
-    fsync_dir(to)?;
-    Ok(())
-}
-
-fn walk_top_level(dir: &Utf8Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        names.push(entry?.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
 }

@@ -45,6 +45,7 @@
 //! is held, and it cannot be taken while a restore is unfinished.
 
 mod checksum;
+mod chroma_swap;
 mod create;
 mod drill;
 mod durable;
