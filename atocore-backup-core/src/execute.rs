@@ -145,6 +145,7 @@ pub fn restore_backup(
         progress,
         pre_restore_stamp: None,
         integrity_check: None,
+        integrity_in_progress: None,
         // An earlier restore's marker means the runtime may already be
         // half-restored: only a completed restore may remove it.
         live_changed: RestoreMarker::read(paths)?.is_some(),
@@ -160,6 +161,9 @@ struct Executor<'a> {
     progress: &'a dyn Progress,
     pre_restore_stamp: Option<Stamp>,
     integrity_check: Option<String>,
+    /// The restored db's `integrity_check`, started as soon as the db is in
+    /// place so that it runs while registry and chroma are restored.
+    integrity_in_progress: Option<std::thread::JoinHandle<Result<String>>>,
     /// Whether any live file has been touched, by this restore or by an
     /// interrupted one; until then a failure can remove the marker, because
     /// the runtime is still exactly as it was.
@@ -216,6 +220,11 @@ impl Executor<'_> {
                 detail,
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             });
+        }
+        // A check started for a restore that failed later: let it finish, so
+        // no connection to the live db outlives the restore.
+        if let Some(running) = self.integrity_in_progress.take() {
+            let _ = running.join();
         }
         if failed && !self.live_changed {
             // Nothing live was touched: leave no marker that would keep the
@@ -358,6 +367,8 @@ impl Executor<'_> {
                     self.progress,
                 )?;
                 crash_point("restore.after_db_swap");
+                let db_path = to.clone();
+                self.integrity_in_progress = Some(std::thread::spawn(move || integrity_check_live(&db_path)));
                 Ok(Outcome::Done(format!(
                     "`{to}` replaced ({} bytes)",
                     manifest.db.size_bytes
@@ -392,7 +403,14 @@ impl Executor<'_> {
                 )))
             }
             RestoreStep::IntegrityCheck { db_path } => {
-                let text = integrity_check_live(db_path)?;
+                let text = match self.integrity_in_progress.take() {
+                    Some(running) => running.join().unwrap_or_else(|_| {
+                        Err(Error::Io(std::io::Error::other(format!(
+                            "the integrity check of `{db_path}` panicked"
+                        ))))
+                    })?,
+                    None => integrity_check_live(db_path)?,
+                };
                 self.integrity_check = Some(text.clone());
                 if text != "ok" {
                     return Err(Error::Io(std::io::Error::other(format!(
