@@ -148,3 +148,11 @@ pub fn failed_step(report: &serde_json::Value) -> &serde_json::Value {
         .and_then(|steps| steps.iter().find(|step| step["status"] == "failed"))
         .unwrap_or_else(|| panic!("no step failed in {report}"))
 }
+
+/// [`tree_hashes`] without SQLite's `-wal`/`-shm`: what a backup of `dir` records.
+pub fn tree_hashes_without_sidecars(dir: &Utf8Path) -> Vec<(String, String)> {
+    tree_hashes(dir)
+        .into_iter()
+        .filter(|(path, _)| !path.ends_with("-wal") && !path.ends_with("-shm"))
+        .collect()
+}

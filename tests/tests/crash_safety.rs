@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use atocore_backup_tests::{Scratch, file_hash, integrity, tree_hashes};
-use camino::Utf8Path;
+use atocore_backup_tests::{Scratch, file_hash, integrity, tree_hashes_without_sidecars};
 use fs_err as fs;
 
 /// About 25 MB of db: big enough that copies take real time.
@@ -49,13 +48,6 @@ fn prepared() -> Prepared {
     }
 }
 
-fn chroma_files(dir: &Utf8Path) -> Vec<(String, String)> {
-    tree_hashes(dir)
-        .into_iter()
-        .filter(|(path, _)| !path.ends_with("-wal") && !path.ends_with("-shm"))
-        .collect()
-}
-
 fn assert_live_db_is_old_or_new(prepared: &Prepared, context: &str) {
     let db = &prepared.scratch.paths.db_path;
     let hash = file_hash(db);
@@ -67,13 +59,13 @@ fn assert_live_db_is_old_or_new(prepared: &Prepared, context: &str) {
 }
 
 fn assert_chroma_is_whole(prepared: &Prepared, old_chroma: &[(String, String)], context: &str) {
-    let backup = chroma_files(
+    let backup = tree_hashes_without_sidecars(
         &prepared
             .scratch
             .root
             .join(format!("backups/snapshots/{}/chroma", prepared.stamp)),
     );
-    let live = chroma_files(&prepared.scratch.paths.chroma_dir);
+    let live = tree_hashes_without_sidecars(&prepared.scratch.paths.chroma_dir);
     assert!(
         live == backup || live == old_chroma,
         "{context}: chroma is a mix of old and new: {live:?}"
@@ -98,7 +90,7 @@ fn sigkill_at_every_named_restore_point_leaves_old_or_new_and_the_next_restore_f
     ];
     for point in points {
         let prepared = prepared();
-        let old_chroma = chroma_files(&prepared.scratch.paths.chroma_dir);
+        let old_chroma = tree_hashes_without_sidecars(&prepared.scratch.paths.chroma_dir);
         let old_registry = file_hash(&prepared.scratch.paths.registry_path);
         let output = prepared
             .scratch
@@ -156,8 +148,8 @@ fn sigkill_at_every_named_restore_point_leaves_old_or_new_and_the_next_restore_f
             "{point}"
         );
         assert_eq!(
-            chroma_files(&prepared.scratch.paths.chroma_dir),
-            chroma_files(
+            tree_hashes_without_sidecars(&prepared.scratch.paths.chroma_dir),
+            tree_hashes_without_sidecars(
                 &prepared
                     .scratch
                     .root
@@ -193,7 +185,7 @@ fn random_restore_kills(rounds: u32, max_delay_ms: u64) {
         .subsec_nanos() as u64;
     for round in 0..rounds {
         let prepared = prepared();
-        let old_chroma = chroma_files(&prepared.scratch.paths.chroma_dir);
+        let old_chroma = tree_hashes_without_sidecars(&prepared.scratch.paths.chroma_dir);
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

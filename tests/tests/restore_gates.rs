@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use atocore_backup_tests::{Scratch, file_hash, tree_hashes};
+use atocore_backup_tests::{Scratch, file_hash, tree_hashes, tree_hashes_without_sidecars};
 use fs_err as fs;
 
 #[test]
@@ -74,10 +74,7 @@ fn a_chroma_dir_that_cannot_be_renamed_has_its_entries_swapped_and_keeps_its_ino
         "{chroma_step}"
     );
     assert_eq!(fs::metadata(&scratch.paths.chroma_dir).unwrap().ino(), inode);
-    let live: Vec<_> = tree_hashes(&scratch.paths.chroma_dir)
-        .into_iter()
-        .filter(|(p, _)| !p.ends_with("-wal") && !p.ends_with("-shm"))
-        .collect();
+    let live = tree_hashes_without_sidecars(&scratch.paths.chroma_dir);
     assert_eq!(
         live,
         tree_hashes(&scratch.root.join(format!("backups/snapshots/{stamp}/chroma")))
@@ -154,10 +151,7 @@ fn without_rename_exchange_chroma_is_swapped_by_two_renames() {
             .unwrap()
             .contains("renaming the old tree away")
     );
-    let live: Vec<_> = tree_hashes(&scratch.paths.chroma_dir)
-        .into_iter()
-        .filter(|(p, _)| !p.ends_with("-wal") && !p.ends_with("-shm"))
-        .collect();
+    let live = tree_hashes_without_sidecars(&scratch.paths.chroma_dir);
     assert_eq!(
         live,
         tree_hashes(&scratch.root.join(format!("backups/snapshots/{stamp}/chroma")))
