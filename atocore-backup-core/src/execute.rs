@@ -16,7 +16,7 @@ use crate::leftovers::RESTORE_TMP;
 use crate::lock::{BackupDirLock, ServiceLock};
 use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
-use crate::observe::observe_restore;
+use crate::observe::{available_bytes, observe_restore};
 use crate::paths::{RuntimePaths, parent_or_dot};
 use crate::plan::{RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
 use crate::sqlite::{check_exclusive, checkpoint_truncate, integrity_check_live};
@@ -90,12 +90,22 @@ impl RestoreReport {
 /// [`Error::BackupNotFound`], manifest errors, I/O errors while observing,
 /// and [`Error::Refused`] when the planner refuses.
 pub fn preview_restore(paths: &RuntimePaths, stamp: &Stamp, options: &RestoreOptions) -> Result<RestorePlan> {
+    prepare(paths, stamp, options).map(|(_, plan)| plan)
+}
+
+/// Loads, observes and plans: the manifest is read once and kept for execution.
+fn prepare(
+    paths: &RuntimePaths,
+    stamp: &Stamp,
+    options: &RestoreOptions,
+) -> Result<(BackupManifest, RestorePlan)> {
     let (manifest, backup_path) = load_backup(paths, stamp)?;
     let facts = observe_restore(paths, &backup_path)?;
-    plan_restore(&manifest, options, &facts).map_err(|refusal| Error::Refused {
+    let plan = plan_restore(&manifest, options, &facts).map_err(|refusal| Error::Refused {
         stamp: stamp.to_string(),
         refusal,
-    })
+    })?;
+    Ok((manifest, plan))
 }
 
 fn load_backup(paths: &RuntimePaths, stamp: &Stamp) -> Result<(BackupManifest, Utf8PathBuf)> {
@@ -138,7 +148,7 @@ pub fn restore_backup(
     if paths.db_path.is_file() {
         check_exclusive(&paths.db_path)?;
     }
-    let plan = preview_restore(paths, stamp, options)?;
+    let (manifest, plan) = prepare(paths, stamp, options)?;
     let report = Executor {
         paths,
         lock: &lock,
@@ -150,7 +160,7 @@ pub fn restore_backup(
         // half-restored: only a completed restore may remove it.
         live_changed: RestoreMarker::read(paths)?.is_some(),
     }
-    .run(plan);
+    .run(plan, &manifest);
     drop(service_lock);
     Ok(report)
 }
@@ -177,7 +187,7 @@ enum Outcome {
 }
 
 impl Executor<'_> {
-    fn run(mut self, plan: RestorePlan) -> RestoreReport {
+    fn run(mut self, plan: RestorePlan, manifest: &BackupManifest) -> RestoreReport {
         let RestorePlan {
             format_version,
             stamp,
@@ -188,7 +198,6 @@ impl Executor<'_> {
             steps,
             mut warnings,
         } = plan;
-        let manifest = BackupManifest::load(&backup_path);
         let mut reports = Vec::with_capacity(steps.len());
         let mut failed = false;
         for step in steps {
@@ -198,13 +207,7 @@ impl Executor<'_> {
             } else if let Some(reason) = step.skip_reason() {
                 Ok(Outcome::Skipped(reason.to_owned()))
             } else {
-                match &manifest {
-                    Ok(manifest) => self.execute(&step, &stamp, manifest),
-                    Err(error) => Err(Error::InvalidBackup {
-                        stamp: stamp.to_string(),
-                        first_error: error.chain(),
-                    }),
-                }
+                self.execute(&step, &stamp, manifest)
             };
             let (status, detail) = match outcome {
                 Ok(Outcome::Done(detail)) => (StepStatus::Ok, detail),
@@ -273,19 +276,18 @@ impl Executor<'_> {
                 Ok(Outcome::Done(format!("{} checks passed", report.checks.len())))
             }
             RestoreStep::CheckFreeSpace { required_bytes, .. } => {
-                let facts = observe_restore(self.paths, &snapshot_dir(self.paths, stamp))?;
-                if facts.available_bytes < *required_bytes {
+                let available_bytes = available_bytes(self.paths)?;
+                if available_bytes < *required_bytes {
                     return Err(Error::Refused {
                         stamp: stamp.to_string(),
                         refusal: crate::RestoreRefusal::InsufficientSpace {
                             required_bytes: *required_bytes,
-                            available_bytes: facts.available_bytes,
+                            available_bytes,
                         },
                     });
                 }
                 Ok(Outcome::Done(format!(
-                    "{required_bytes} bytes needed, {} bytes available",
-                    facts.available_bytes
+                    "{required_bytes} bytes needed, {available_bytes} bytes available"
                 )))
             }
             RestoreStep::WriteRestoreMarker { path } => {

@@ -89,7 +89,7 @@ fn existing_ancestor(path: &Utf8Path) -> &Utf8Path {
 }
 
 /// Free bytes on the tightest filesystem among those the restore writes to.
-fn available_bytes(paths: &RuntimePaths) -> Result<u64> {
+pub(crate) fn available_bytes(paths: &RuntimePaths) -> Result<u64> {
     let places = [
         paths.db_dir(),
         parent_or_dot(&paths.registry_path),
