@@ -21,7 +21,7 @@ pub struct TerminalProgress {
 impl TerminalProgress {
     pub fn new(label: &'static str) -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}: {bytes} ({binary_bytes_per_sec})") {
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}: {bytes} in {elapsed}") {
             bar.set_style(style);
         }
         bar.set_message(label);

@@ -159,3 +159,52 @@ fn without_rename_exchange_chroma_is_swapped_by_two_renames() {
     let list = scratch.run(&["list"]);
     assert!(String::from_utf8_lossy(&list.stderr).is_empty(), "no debris left");
 }
+
+#[test]
+fn progress_is_drawn_on_a_terminal_and_nowhere_else() {
+    let scratch = Scratch::seeded(1_000);
+    // A copy that takes more than a second, so the bar appears.
+    let big = vec![7u8; 64 << 20];
+    for n in 0..6 {
+        fs::write(
+            scratch.paths.chroma_dir.join(format!("segment-0001/big-{n}.bin")),
+            &big,
+        )
+        .unwrap();
+    }
+    let Ok(script) = which_script() else {
+        eprintln!("`script` (util-linux) is not installed: skipping the terminal half");
+        return;
+    };
+    let bin = atocore_backup_tests::workspace_bin("atocore-backup");
+    let command = format!(
+        "'{}' --data-dir '{}' --backup-dir '{}' create --include-chroma",
+        bin.display(),
+        scratch.root.join("data"),
+        scratch.root.join("backups")
+    );
+    let on_terminal = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(on_terminal.status.success());
+    assert!(
+        String::from_utf8_lossy(&on_terminal.stdout).contains("copying: "),
+        "no bar on a terminal"
+    );
+    let piped = scratch.run(&["create", "--include-chroma"]);
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+}
+
+fn which_script() -> Result<&'static str, ()> {
+    std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .map_err(|_| ())
+        .and_then(|o| if o.status.success() { Ok("script") } else { Err(()) })
+}
