@@ -11,7 +11,7 @@ use crate::durable::{
     Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably, temp_path_for,
 };
 use crate::error::{Error, Result};
-use crate::faults::crash_point;
+use crate::faults::{crash_point, injected};
 use crate::leftovers::RESTORE_TMP;
 use crate::lock::{BackupDirLock, ServiceLock};
 use crate::manifest::{BackupKind, BackupManifest};
@@ -369,6 +369,9 @@ impl Executor<'_> {
                     self.progress,
                 )?;
                 crash_point("restore.after_db_swap");
+                if injected("corrupt-restored-db") {
+                    corrupt_for_tests(to)?;
+                }
                 let db_path = to.clone();
                 self.integrity_in_progress = Some(std::thread::spawn(move || integrity_check_live(&db_path)));
                 Ok(Outcome::Done(format!(
@@ -405,14 +408,17 @@ impl Executor<'_> {
                 )))
             }
             RestoreStep::IntegrityCheck { db_path } => {
-                let text = match self.integrity_in_progress.take() {
+                let checked = match self.integrity_in_progress.take() {
                     Some(running) => running.join().unwrap_or_else(|_| {
                         Err(Error::Io(std::io::Error::other(format!(
                             "the integrity check of `{db_path}` panicked"
                         ))))
-                    })?,
-                    None => integrity_check_live(db_path)?,
+                    }),
+                    None => integrity_check_live(db_path),
                 };
+                // A db too damaged to check at all is reported the same way:
+                // SQLite's answer is the result.
+                let text = checked.unwrap_or_else(|error| error.chain());
                 self.integrity_check = Some(text.clone());
                 if text != "ok" {
                     return Err(Error::Io(std::io::Error::other(format!(
@@ -467,4 +473,15 @@ pub(crate) fn refuse_symlink(path: &Utf8Path) -> Result<()> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Test-only damage after the swap, so the integrity-failure path is
+/// exercised on a really damaged file: scribbles over the second page.
+fn corrupt_for_tests(db: &Utf8Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = fs_err::OpenOptions::new().write(true).open(db)?;
+    file.seek(SeekFrom::Start(4096))?;
+    file.write_all(&[0x5a; 512])?;
+    file.sync_all()?;
+    Ok(())
 }

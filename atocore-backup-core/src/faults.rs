@@ -5,7 +5,9 @@
 //!   SIGKILL: no destructors, no cleanup) when execution reaches `<point>`.
 //! - `ATOCORE_BACKUP_FAULT=<fault>` makes the named operation fail, e.g.
 //!   `chroma-rename-ebusy` behaves as if the chroma dir were a bind mount;
-//!   `chroma-exchange-unsupported` as if the filesystem lacked `RENAME_EXCHANGE`.
+//!   `chroma-exchange-unsupported` as if the filesystem lacked `RENAME_EXCHANGE`;
+//!   `corrupt-restored-db` damages the db right after it is swapped in, so
+//!   the integrity-failure path runs on a really damaged file.
 //!
 //! Both are read once; with neither set, each check is one atomic load.
 

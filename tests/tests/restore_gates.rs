@@ -208,3 +208,37 @@ fn which_script() -> Result<&'static str, ()> {
         .map_err(|_| ())
         .and_then(|o| if o.status.success() { Ok("script") } else { Err(()) })
 }
+
+#[test]
+fn a_restored_db_that_fails_integrity_check_fails_the_restore_with_exit_1() {
+    let scratch = Scratch::seeded(2_000);
+    let stamp = scratch.create(false);
+    let output = scratch
+        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
+        .env("ATOCORE_BACKUP_FAULT", "corrupt-restored-db")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["success"], false);
+    let integrity = report["integrity_check"].as_str().unwrap();
+    assert_ne!(integrity, "ok");
+    let failed = atocore_backup_tests::failed_step(&report);
+    assert_eq!(failed["step"], "integrity_check");
+    let pre = report["pre_restore_stamp"].as_str().unwrap();
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("restore `{pre}`")),
+        "{failed}"
+    );
+    assert!(
+        scratch.paths.restore_marker_path().exists(),
+        "a damaged runtime stays blocked"
+    );
+    // The pre-restore snapshot gets the runtime back.
+    let undo = scratch.run(&["restore", pre, "--confirm-service-stopped"]);
+    assert!(undo.status.success(), "{}", String::from_utf8_lossy(&undo.stdout));
+    assert!(!scratch.paths.restore_marker_path().exists());
+}
