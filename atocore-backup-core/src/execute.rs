@@ -156,6 +156,7 @@ pub fn restore_backup(
         pre_restore_stamp: None,
         integrity_check: None,
         integrity_in_progress: None,
+        db_staging: None,
         // An earlier restore's marker means the runtime may already be
         // half-restored: only a completed restore may remove it.
         live_changed: RestoreMarker::read(paths)?.is_some(),
@@ -174,6 +175,10 @@ struct Executor<'a> {
     /// The restored db's `integrity_check`, started as soon as the db is in
     /// place so that it runs while registry and chroma are restored.
     integrity_in_progress: Option<std::thread::JoinHandle<Result<String>>>,
+    /// The new db, copied beside the live one while the pre-restore snapshot
+    /// is taken (both are long writes to different files); `replace_db`
+    /// only renames it into place.
+    db_staging: Option<std::thread::JoinHandle<Result<Utf8PathBuf>>>,
     /// Whether any live file has been touched, by this restore or by an
     /// interrupted one; until then a failure can remove the marker, because
     /// the runtime is still exactly as it was.
@@ -228,6 +233,12 @@ impl Executor<'_> {
         // no connection to the live db outlives the restore.
         if let Some(running) = self.integrity_in_progress.take() {
             let _ = running.join();
+        }
+        // A staged db that was never swapped in (an earlier step failed).
+        if let Some(staging) = self.db_staging.take()
+            && let Ok(Ok(temp)) = staging.join()
+        {
+            let _ = remove_if_exists(&temp);
         }
         if failed && !self.live_changed {
             // Nothing live was touched: leave no marker that would keep the
@@ -302,6 +313,12 @@ impl Executor<'_> {
                 Ok(Outcome::Done(format!("wrote `{path}`")))
             }
             RestoreStep::PreRestoreSnapshot { include_chroma, .. } => {
+                let from = snapshot_dir(self.paths, stamp).join(&manifest.db.path);
+                let to = self.paths.db_path.clone();
+                let expected = manifest.db.checksum.clone();
+                self.db_staging = Some(std::thread::spawn(move || {
+                    stage_file(&from, &to, &expected, &crate::durable::NoProgress)
+                }));
                 let options = CreateOptions {
                     include_chroma: *include_chroma,
                     kind: BackupKind::PreRestore,
@@ -361,13 +378,19 @@ impl Executor<'_> {
             }
             RestoreStep::ReplaceDb { from, to } => {
                 self.live_changed = true;
-                replace_file(
-                    from,
-                    to,
-                    &manifest.db.checksum,
-                    "restore.before_db_rename",
-                    self.progress,
-                )?;
+                match self.db_staging.take() {
+                    Some(staging) => {
+                        let temp = join_staging(staging, to)?;
+                        swap_in(&temp, to, "restore.before_db_rename")?;
+                    }
+                    None => replace_file(
+                        from,
+                        to,
+                        &manifest.db.checksum,
+                        "restore.before_db_rename",
+                        self.progress,
+                    )?,
+                }
                 crash_point("restore.after_db_swap");
                 if injected("corrupt-restored-db") {
                     corrupt_for_tests(to)?;
@@ -444,26 +467,51 @@ fn replace_file(
     crash_before_rename: &str,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let temp = stage_file(from, to, expected, progress)?;
+    swap_in(&temp, to, crash_before_rename)
+}
+
+/// Copies `from` to the temp file beside `to`, verifies it against
+/// `expected` and fsyncs it. Nothing live changes; on failure the temp goes.
+fn stage_file(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    expected: &crate::Checksum,
+    progress: &dyn Progress,
+) -> Result<Utf8PathBuf> {
     create_dir_durably(parent_or_dot(to))?;
     refuse_symlink(to)?;
     let temp = temp_path_for(to, RESTORE_TMP);
     remove_if_exists(&temp)?;
-    let result = (|| {
-        let (_, actual) = copy_hashed(from, &temp, expected.algorithm(), progress)?;
-        if actual != *expected {
-            return Err(Error::ChecksumMismatch {
+    let copied = copy_hashed(from, &temp, expected.algorithm(), progress).and_then(|(_, actual)| {
+        if actual == *expected {
+            Ok(())
+        } else {
+            Err(Error::ChecksumMismatch {
                 path: from.to_owned(),
                 expected: expected.to_string(),
                 actual: actual.to_string(),
-            });
+            })
         }
-        crash_point(crash_before_rename);
-        rename_durably(&temp, to)
-    })();
-    if result.is_err() {
-        let _ = remove_if_exists(&temp);
+    });
+    match copied {
+        Ok(()) => Ok(temp),
+        Err(error) => {
+            let _ = remove_if_exists(&temp);
+            Err(error)
+        }
     }
-    result
+}
+
+/// Renames a staged, verified, fsynced temp file over `to`, durably: a crash
+/// leaves the old file or the new one.
+fn swap_in(temp: &Utf8Path, to: &Utf8Path, crash_before_rename: &str) -> Result<()> {
+    crash_point(crash_before_rename);
+    let swapped = rename_durably(temp, to);
+    if swapped.is_err() {
+        let _ = remove_if_exists(temp);
+    }
+    swapped
 }
 
 pub(crate) fn refuse_symlink(path: &Utf8Path) -> Result<()> {
@@ -484,4 +532,12 @@ fn corrupt_for_tests(db: &Utf8Path) -> Result<()> {
     file.write_all(&[0x5a; 512])?;
     file.sync_all()?;
     Ok(())
+}
+
+fn join_staging(staging: std::thread::JoinHandle<Result<Utf8PathBuf>>, to: &Utf8Path) -> Result<Utf8PathBuf> {
+    staging.join().unwrap_or_else(|_| {
+        Err(Error::Io(std::io::Error::other(format!(
+            "staging the new `{to}` panicked"
+        ))))
+    })
 }
