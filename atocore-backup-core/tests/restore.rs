@@ -14,6 +14,13 @@ use rusqlite::Connection;
 const MARKER_SQL: &str = "INSERT INTO memories (project_id, content, embedding, created_at) VALUES (1, 'post-backup', x'00', 'later')";
 const COUNT_MARKER: &str = "SELECT count(*) FROM memories WHERE content = 'post-backup'";
 
+fn try_restore(
+    runtime: &Runtime,
+    stamp: &atocore_backup_core::Stamp,
+) -> Result<atocore_backup_core::RestoreReport, Error> {
+    restore_backup(&runtime.paths, stamp, &restore_options(), true, &NoProgress)
+}
+
 fn restore(
     runtime: &Runtime,
     stamp: &atocore_backup_core::Stamp,
@@ -248,14 +255,7 @@ fn refuses_while_the_service_lock_is_held() {
     let manifest = runtime.backup(false);
     let _service = ServiceLock::acquire(&runtime.paths).unwrap();
     let before = runtime.tree();
-    let error = restore_backup(
-        &runtime.paths,
-        &manifest.stamp,
-        &restore_options(),
-        true,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let error = try_restore(&runtime, &manifest.stamp).unwrap_err();
     assert!(matches!(error, Error::ServiceRunning { .. }), "{error}");
     assert_eq!(before, runtime.tree());
 }
@@ -267,14 +267,7 @@ fn refuses_while_another_connection_holds_a_write_transaction() {
     let writer = runtime.db();
     writer.execute_batch("BEGIN IMMEDIATE;").unwrap();
     writer.execute(MARKER_SQL, []).unwrap();
-    let error = restore_backup(
-        &runtime.paths,
-        &manifest.stamp,
-        &restore_options(),
-        true,
-        &NoProgress,
-    )
-    .unwrap_err();
+    let error = try_restore(&runtime, &manifest.stamp).unwrap_err();
     assert!(matches!(error, Error::DbInUse { .. }), "{error}");
     assert!(error.to_string().contains("atocore.db"));
     writer.execute_batch("ROLLBACK;").unwrap();

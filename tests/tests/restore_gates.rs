@@ -53,17 +53,7 @@ fn a_chroma_dir_that_cannot_be_renamed_has_its_entries_swapped_and_keeps_its_ino
     fs::write(scratch.paths.chroma_dir.join("segment-0001/after.bin"), b"later").unwrap();
     fs::write(scratch.paths.chroma_dir.join("loose.bin"), b"later").unwrap();
     let inode = fs::metadata(&scratch.paths.chroma_dir).unwrap().ino();
-    let output = scratch
-        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
-        .env("ATOCORE_BACKUP_FAULT", "chroma-rename-ebusy")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = restore_json_with_fault(&scratch, &stamp, "chroma-rename-ebusy");
     let chroma_step = &report["steps"][8];
     assert_eq!(chroma_step["status"], "ok");
     assert!(
@@ -134,17 +124,7 @@ fn without_rename_exchange_chroma_is_swapped_by_two_renames() {
     let scratch = Scratch::seeded(100);
     let stamp = scratch.create(true);
     fs::write(scratch.paths.chroma_dir.join("loose.bin"), b"later").unwrap();
-    let output = scratch
-        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
-        .env("ATOCORE_BACKUP_FAULT", "chroma-exchange-unsupported")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = restore_json_with_fault(&scratch, &stamp, "chroma-exchange-unsupported");
     assert!(
         report["steps"][8]["detail"]
             .as_str()
@@ -241,4 +221,20 @@ fn a_restored_db_that_fails_integrity_check_fails_the_restore_with_exit_1() {
     let undo = scratch.run(&["restore", pre, "--confirm-service-stopped"]);
     assert!(undo.status.success(), "{}", String::from_utf8_lossy(&undo.stdout));
     assert!(!scratch.paths.restore_marker_path().exists());
+}
+
+/// `restore <stamp> --confirm-service-stopped --json` with a fault injected;
+/// it must succeed. Returns the report.
+fn restore_json_with_fault(scratch: &Scratch, stamp: &str, fault: &str) -> serde_json::Value {
+    let output = scratch
+        .cli(&["restore", stamp, "--confirm-service-stopped", "--json"])
+        .env("ATOCORE_BACKUP_FAULT", fault)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
