@@ -166,11 +166,15 @@ fn build_snapshot(
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
     let db = copy_db(dir, &paths.db_path, progress)?;
-    let db = share_unchanged_db(dir, paths, db);
+    // Read once for both kinds of sharing; under the lock nothing adds to it.
+    let earlier = crate::list_backups(paths)
+        .map(|listing| listing.backups)
+        .unwrap_or_default();
+    let db = share_unchanged_db(dir, paths, &earlier, db);
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
     let chroma = if options.include_chroma {
-        let previous = PreviousChroma::newest(paths);
+        let previous = PreviousChroma::newest(paths, &earlier);
         Some(copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), progress)?)
     } else {
         None
@@ -279,9 +283,13 @@ fn is_sqlite_sidecar(relative: &str, all: &[TreeEntry]) -> bool {
 /// If the newest readable backup holds a db copy with the same bytes (same
 /// size and checksum), the fresh copy is replaced by a hard link to it, so an
 /// unchanged db costs no disk. Best effort: any problem keeps the copy.
-fn share_unchanged_db(dir: &Utf8Path, paths: &RuntimePaths, mut db: DbRecord) -> DbRecord {
-    let previous = crate::list_backups(paths).ok().and_then(|listing| {
-        let summary = listing.backups.into_iter().find(|b| b.broken.is_none())?;
+fn share_unchanged_db(
+    dir: &Utf8Path,
+    paths: &RuntimePaths,
+    earlier: &[crate::BackupSummary],
+    mut db: DbRecord,
+) -> DbRecord {
+    let previous = earlier.iter().find(|b| b.broken.is_none()).and_then(|summary| {
         let stamp: Stamp = summary.stamp.parse().ok()?;
         let snapshot = snapshot_dir(paths, &stamp);
         let manifest = BackupManifest::load(&snapshot).ok()?;
@@ -325,12 +333,8 @@ struct PreviousChroma {
 
 impl PreviousChroma {
     /// Best effort: any problem just means "copy everything".
-    fn newest(paths: &RuntimePaths) -> Option<PreviousChroma> {
-        let listing = crate::list_backups(paths).ok()?;
-        let summary = listing
-            .backups
-            .iter()
-            .find(|b| b.broken.is_none() && b.has_chroma)?;
+    fn newest(paths: &RuntimePaths, earlier: &[crate::BackupSummary]) -> Option<PreviousChroma> {
+        let summary = earlier.iter().find(|b| b.broken.is_none() && b.has_chroma)?;
         let stamp: Stamp = summary.stamp.parse().ok()?;
         let dir = snapshot_dir(paths, &stamp);
         let chroma = BackupManifest::load(&dir).ok()?.chroma?;
