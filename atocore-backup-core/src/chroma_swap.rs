@@ -5,7 +5,7 @@
 //! (a Docker bind mount answers `EBUSY`) gets the new tree staged inside it
 //! and its entries swapped, so its own inode never changes.
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 
 use crate::durable::{Progress, copy_hashed, fsync_dir, rename_durably};
@@ -53,12 +53,31 @@ fn build_chroma_tree(
                 actual: actual.to_string(),
             });
         }
+        if let Some(mtime_ns) = file.source_mtime_ns {
+            restore_mtime(&target, mtime_ns)?;
+        }
     }
     // Deepest first so each directory's entries are durable before its parent's.
     dirs.sort_by_key(|dir| std::cmp::Reverse(dir.as_str().len()));
     for dir in &dirs {
         fsync_dir(dir)?;
     }
+    Ok(())
+}
+
+/// Gives a restored file the mtime its source had when backed up, as `cp -p`
+/// and `tar` do: the next backup then finds it unchanged (same size, mtime
+/// and checksum as recorded) and shares it instead of copying it again.
+fn restore_mtime(path: &Utf8Path, mtime_ns: i64) -> Result<()> {
+    // Before 1970: leave the copy's own mtime; nothing depends on it.
+    let Ok(since_epoch) = u64::try_from(mtime_ns) else {
+        return Ok(());
+    };
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(since_epoch);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_modified(mtime)?;
     Ok(())
 }
 
@@ -69,25 +88,52 @@ fn is_mount_like(error: &std::io::Error) -> bool {
     )
 }
 
-/// Replaces the chroma tree; returns how it was done.
+/// Builds the verified new tree beside `to`, where [`restore_chroma`] swaps
+/// it in. Nothing live changes, so a restore may do this while it still
+/// could stop and leave the runtime as it was.
+pub(crate) fn stage_chroma(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    record: &ChromaRecord,
+    progress: &dyn Progress,
+) -> Result<Utf8PathBuf> {
+    refuse_symlink(to)?;
+    let staging = chroma_staging_beside(to);
+    match build_chroma_tree(from, &staging, record, progress) {
+        Ok(()) => Ok(staging),
+        Err(error) => {
+            let _ = fs::remove_dir_all(&staging);
+            Err(error)
+        }
+    }
+}
+
+/// Replaces the chroma tree with the one `stage_chroma` built (`staged`), or
+/// builds it now; returns how it was done.
 pub(crate) fn restore_chroma(
     from: &Utf8Path,
     to: &Utf8Path,
     record: &ChromaRecord,
     swap: ChromaSwap,
+    staged: Option<Utf8PathBuf>,
     progress: &dyn Progress,
 ) -> Result<&'static str> {
     refuse_symlink(to)?;
     if swap == ChromaSwap::SwapEntries {
+        if let Some(staged) = staged {
+            fs::remove_dir_all(staged)?;
+        }
         swap_entries(from, to, record, progress)?;
         return Ok("swapping entries inside the mount point");
     }
-    let staging = chroma_staging_beside(to);
     let old = chroma_old_beside(to);
     if old.symlink_metadata().is_ok() {
         fs::remove_dir_all(&old)?;
     }
-    build_chroma_tree(from, &staging, record, progress)?;
+    let staging = match staged {
+        Some(staged) => staged,
+        None => stage_chroma(from, to, record, progress)?,
+    };
     crash_point("restore.chroma_staged");
     if !to.exists() {
         rename_durably(&staging, to)?;

@@ -23,7 +23,7 @@ use crate::manifest::{
     MANIFEST_NAME, SourcePaths,
 };
 use crate::paths::RuntimePaths;
-use crate::sqlite::online_backup;
+use crate::sqlite::{capture_held_db, online_backup};
 use crate::stamp::Stamp;
 use crate::tree::{TreeEntry, walk_tree};
 
@@ -75,7 +75,20 @@ pub fn create_backup(
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
     let lock = BackupDirLock::acquire(paths, "create", now())?;
-    create_backup_locked(&lock, paths, options, progress)
+    create_backup_locked(&lock, paths, options, LiveAccess::Shared, progress)
+}
+
+/// Who else may be using the live runtime while it is backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LiveAccess {
+    /// The service may be running: SQLite files are copied through the
+    /// online backup, other files copied and checked for change.
+    Shared,
+    /// A restore has stopped the service, passed its gates and is about to
+    /// replace every file it snapshots: SQLite files are captured under
+    /// SQLite's exclusive lock (`capture_held_db`), and files are hard-linked
+    /// rather than copied, since after the restore only the snapshot names them.
+    HeldByRestore,
 }
 
 /// [`create_backup`] for a caller that already holds the backup lock.
@@ -83,6 +96,7 @@ pub(crate) fn create_backup_locked(
     _lock: &BackupDirLock,
     paths: &RuntimePaths,
     options: &CreateOptions,
+    live: LiveAccess,
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
     if !paths.db_path.is_file() {
@@ -100,7 +114,7 @@ pub(crate) fn create_backup_locked(
     fs::create_dir(&partial)?;
     fsync_dir(&snapshots)?;
 
-    let built = build_snapshot(&partial, paths, options, &stamp, created_at, progress);
+    let built = build_snapshot(&partial, paths, options, live, &stamp, created_at, progress);
     let manifest = match built {
         Ok(manifest) => manifest,
         Err(error) => {
@@ -161,11 +175,12 @@ fn build_snapshot(
     dir: &Utf8Path,
     paths: &RuntimePaths,
     options: &CreateOptions,
+    live: LiveAccess,
     stamp: &Stamp,
     created_at: Timestamp,
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
-    let db = copy_db(dir, &paths.db_path, progress)?;
+    let db = copy_db(dir, &paths.db_path, live, progress)?;
     // Read once for both kinds of sharing; under the lock nothing adds to it.
     let earlier = crate::list_backups(paths)
         .map(|listing| listing.backups)
@@ -175,7 +190,13 @@ fn build_snapshot(
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
     let chroma = if options.include_chroma {
         let previous = PreviousChroma::newest(paths, &earlier);
-        Some(copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), progress)?)
+        Some(copy_chroma(
+            dir,
+            &paths.chroma_dir,
+            previous.as_ref(),
+            live,
+            progress,
+        )?)
     } else {
         None
     };
@@ -220,15 +241,26 @@ fn file_name(path: &Utf8Path) -> Result<&str> {
     })
 }
 
-fn copy_db(dir: &Utf8Path, db_path: &Utf8Path, progress: &dyn Progress) -> Result<DbRecord> {
+fn copy_db(
+    dir: &Utf8Path,
+    db_path: &Utf8Path,
+    live: LiveAccess,
+    progress: &dyn Progress,
+) -> Result<DbRecord> {
     let relative = format!("db/{}", file_name(db_path)?);
     fs::create_dir(dir.join("db"))?;
     let target = dir.join(&relative);
-    let facts = online_backup(db_path, &target)?;
+    let (facts, size_bytes, checksum) = match live {
+        LiveAccess::Shared => {
+            let facts = online_backup(db_path, &target)?;
+            // The backup API writes the copy itself, so it is hashed from the
+            // copy (fresh in the page cache), never by reading the live file.
+            let (size_bytes, checksum) = hash_and_sync(&target, Algorithm::Blake3, progress)?;
+            (facts, size_bytes, checksum)
+        }
+        LiveAccess::HeldByRestore => capture_held_db(db_path, &target, progress)?,
+    };
     let captured_at = now();
-    // The backup API writes the copy itself, so it is hashed from the copy
-    // (fresh in the page cache), never by reading the live file.
-    let (size_bytes, checksum) = hash_and_sync(&target, Algorithm::Blake3, progress)?;
     fsync_dir(&dir.join("db"))?;
     Ok(DbRecord {
         path: relative,
@@ -390,6 +422,7 @@ fn copy_chroma(
     dir: &Utf8Path,
     chroma_dir: &Utf8Path,
     previous: Option<&PreviousChroma>,
+    live: LiveAccess,
     progress: &dyn Progress,
 ) -> Result<ChromaRecord> {
     let meta = fs::symlink_metadata(chroma_dir)?;
@@ -413,6 +446,10 @@ fn copy_chroma(
             continue;
         }
         if is_sqlite_sidecar(&entry.relative, &entries) {
+            continue;
+        }
+        if live == LiveAccess::HeldByRestore {
+            files.push(capture_held_file(&entry.relative, &source, &target, progress)?);
             continue;
         }
         if entry.relative.ends_with(".sqlite3") {
@@ -464,6 +501,47 @@ fn copy_chroma(
             .then(|| previous.map(|p| p.stamp.clone()))
             .flatten(),
         linked_files,
+    })
+}
+
+/// One chroma file of a runtime a restore holds (see
+/// [`LiveAccess::HeldByRestore`]): SQLite files through `capture_held_db`,
+/// others hard-linked (copied where a link is impossible) and hashed.
+fn capture_held_file(
+    relative: &str,
+    source: &Utf8Path,
+    target: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<FileRecord> {
+    if relative.ends_with(".sqlite3") {
+        let (_, size_bytes, checksum) = capture_held_db(source, target, progress)?;
+        return Ok(FileRecord {
+            path: relative.to_owned(),
+            size_bytes,
+            checksum,
+            source_mtime_ns: None,
+        });
+    }
+    let before = size_and_mtime_ns(source)?;
+    let (size_bytes, checksum, mtime_ns) = if fs::hard_link(source, target).is_ok() {
+        let (size, checksum) = hash_and_sync(target, Algorithm::Blake3, progress)?;
+        // The service is stopped, so nothing should write; if something
+        // does, this snapshot is not what it claims to be.
+        if size_and_mtime_ns(source)? != before || size != before.0 {
+            return Err(Error::ChromaUnstable {
+                path: source.to_owned(),
+                attempts: 1,
+            });
+        }
+        (size, checksum, before.1)
+    } else {
+        copy_unchanging(source, target, progress)?
+    };
+    Ok(FileRecord {
+        path: relative.to_owned(),
+        size_bytes,
+        checksum,
+        source_mtime_ns: Some(mtime_ns),
     })
 }
 

@@ -39,7 +39,17 @@ pub(crate) fn copy_hashed(
     algorithm: Algorithm,
     progress: &dyn Progress,
 ) -> Result<(u64, Checksum)> {
-    let mut source = fs::File::open(from)?;
+    copy_open_hashed(&fs::File::open(from)?, to, algorithm, progress)
+}
+
+/// [`copy_hashed`] from a file the caller opened and keeps open: see
+/// `sqlite::copy_held_db` for why the caller decides when it is closed.
+pub(crate) fn copy_open_hashed(
+    mut source: &fs::File,
+    to: &Utf8Path,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> Result<(u64, Checksum)> {
     let mut target = fs::OpenOptions::new().write(true).create_new(true).open(to)?;
     let mut hasher = Hasher::new(algorithm);
     let mut buffer = vec![0; BUFFER_SIZE];
@@ -78,6 +88,19 @@ pub(crate) fn hash_regular_file(
         });
     }
     let file = fs::File::open(path)?;
+    let reader = ProgressReader {
+        inner: file,
+        progress,
+    };
+    Ok(crate::checksum::hash_reader(reader, algorithm)?)
+}
+
+/// Hashes an open file from its current position to its end.
+pub(crate) fn hash_open(
+    file: &fs::File,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> Result<(u64, Checksum)> {
     let reader = ProgressReader {
         inner: file,
         progress,

@@ -5,8 +5,8 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::chroma_swap::restore_chroma;
-use crate::create::{CreateOptions, create_backup_locked, now, snapshot_dir};
+use crate::chroma_swap::{restore_chroma, stage_chroma};
+use crate::create::{CreateOptions, LiveAccess, create_backup_locked, now, snapshot_dir};
 use crate::durable::{
     Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably, temp_path_for,
 };
@@ -18,7 +18,8 @@ use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
 use crate::observe::{available_bytes, observe_restore};
 use crate::paths::{RuntimePaths, parent_or_dot};
-use crate::plan::{RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
+use crate::plan::{ChromaSwap, RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
+use crate::prune::remove_snapshot;
 use crate::sqlite::{check_exclusive, checkpoint_truncate, integrity_check_live};
 use crate::stamp::Stamp;
 use crate::validate::validate_backup;
@@ -149,36 +150,68 @@ pub fn restore_backup(
         check_exclusive(&paths.db_path)?;
     }
     let (manifest, plan) = prepare(paths, stamp, options)?;
-    let report = Executor {
-        paths,
-        lock: &lock,
-        progress,
-        pre_restore_stamp: None,
-        integrity_check: None,
-        integrity_in_progress: None,
-        db_staging: None,
-        // An earlier restore's marker means the runtime may already be
-        // half-restored: only a completed restore may remove it.
-        live_changed: RestoreMarker::read(paths)?.is_some(),
-    }
-    .run(plan, &manifest);
+    // An earlier restore's marker means the runtime may already be
+    // half-restored: only a completed restore may remove it.
+    let live_changed = RestoreMarker::read(paths)?.is_some();
+    let report = std::thread::scope(|scope| {
+        Executor {
+            scope,
+            paths,
+            lock: &lock,
+            progress,
+            manifest: &manifest,
+            pre_restore_stamp: None,
+            integrity_check: None,
+            integrity_in_progress: None,
+            db_staging: None,
+            chroma_staging: None,
+            live_changed,
+        }
+        .run(plan)
+    });
     drop(service_lock);
     Ok(report)
 }
 
-struct Executor<'a> {
-    paths: &'a RuntimePaths,
-    lock: &'a BackupDirLock,
-    progress: &'a dyn Progress,
+/// A new file or tree being copied beside its live target in the background.
+enum Staging<'scope> {
+    Running(std::thread::ScopedJoinHandle<'scope, Result<Utf8PathBuf>>),
+    /// Copied, verified and fsynced, at this path.
+    Ready(Utf8PathBuf),
+}
+
+impl Staging<'_> {
+    /// Waits for the copy; `what` names the target in a panic's message.
+    fn wait(self, what: &Utf8Path) -> Result<Utf8PathBuf> {
+        match self {
+            Staging::Ready(path) => Ok(path),
+            Staging::Running(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::Io(std::io::Error::other(format!(
+                    "staging the new `{what}` panicked"
+                ))))
+            }),
+        }
+    }
+}
+
+/// Runs a plan's steps inside a thread scope: the long copies run in the
+/// background while other steps proceed, and none outlives the restore.
+struct Executor<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    paths: &'env RuntimePaths,
+    lock: &'env BackupDirLock,
+    progress: &'env dyn Progress,
+    manifest: &'env BackupManifest,
     pre_restore_stamp: Option<Stamp>,
     integrity_check: Option<String>,
     /// The restored db's `integrity_check`, started as soon as the db is in
     /// place so that it runs while registry and chroma are restored.
-    integrity_in_progress: Option<std::thread::JoinHandle<Result<String>>>,
-    /// The new db, copied beside the live one while the pre-restore snapshot
-    /// is taken (both are long writes to different files); `replace_db`
-    /// only renames it into place.
-    db_staging: Option<std::thread::JoinHandle<Result<Utf8PathBuf>>>,
+    integrity_in_progress: Option<std::thread::ScopedJoinHandle<'scope, Result<String>>>,
+    /// The new db and chroma tree, copied and verified beside the live ones
+    /// while the pre-restore snapshot is taken (long writes to different
+    /// files); `replace_db` and `restore_chroma` then only rename them.
+    db_staging: Option<Staging<'scope>>,
+    chroma_staging: Option<Staging<'scope>>,
     /// Whether any live file has been touched, by this restore or by an
     /// interrupted one; until then a failure can remove the marker, because
     /// the runtime is still exactly as it was.
@@ -191,8 +224,8 @@ enum Outcome {
     Skipped(String),
 }
 
-impl Executor<'_> {
-    fn run(mut self, plan: RestorePlan, manifest: &BackupManifest) -> RestoreReport {
+impl<'scope, 'env> Executor<'scope, 'env> {
+    fn run(mut self, plan: RestorePlan) -> RestoreReport {
         let RestorePlan {
             format_version,
             stamp,
@@ -203,6 +236,7 @@ impl Executor<'_> {
             steps,
             mut warnings,
         } = plan;
+        let staging_targets = StagingTargets::of(&steps);
         let mut reports = Vec::with_capacity(steps.len());
         let mut failed = false;
         for step in steps {
@@ -212,7 +246,7 @@ impl Executor<'_> {
             } else if let Some(reason) = step.skip_reason() {
                 Ok(Outcome::Skipped(reason.to_owned()))
             } else {
-                self.execute(&step, &stamp, manifest)
+                self.execute(&step, &stamp, &staging_targets)
             };
             let (status, detail) = match outcome {
                 Ok(Outcome::Done(detail)) => (StepStatus::Ok, detail),
@@ -234,13 +268,25 @@ impl Executor<'_> {
         if let Some(running) = self.integrity_in_progress.take() {
             let _ = running.join();
         }
-        // A staged db that was never swapped in (an earlier step failed).
-        if let Some(staging) = self.db_staging.take()
-            && let Ok(Ok(temp)) = staging.join()
-        {
-            let _ = remove_if_exists(&temp);
-        }
+        self.discard_unused_staging();
         if failed && !self.live_changed {
+            // The snapshot's db is the live db's own file, hard-linked (see
+            // `capture_held_db`): a service started on the unchanged runtime
+            // would write into it. With nothing to undo, it goes.
+            if let Some(pre) = self.pre_restore_stamp.take() {
+                match remove_snapshot(self.lock, self.paths, &pre) {
+                    Ok(()) => warnings.push(format!(
+                        "the pre-restore snapshot `{pre}` was removed: nothing it would undo happened"
+                    )),
+                    Err(error) => {
+                        warnings.push(format!(
+                            "delete the pre-restore snapshot `{pre}` before starting the service: it shares the live db's file, and removing it failed: {}",
+                            error.chain()
+                        ));
+                        self.pre_restore_stamp = Some(pre);
+                    }
+                }
+            }
             // Nothing live was touched: leave no marker that would keep the
             // service from starting on a runtime that is fine as it is.
             if RestoreMarker::remove(self.paths).is_ok() {
@@ -274,7 +320,55 @@ impl Executor<'_> {
         }
     }
 
-    fn execute(&mut self, step: &RestoreStep, stamp: &Stamp, manifest: &BackupManifest) -> Result<Outcome> {
+    /// Removes staged copies that were never swapped in (a step failed).
+    fn discard_unused_staging(&mut self) {
+        if let Some(staging) = self.db_staging.take()
+            && let Ok(temp) = staging.wait(&self.paths.db_path)
+        {
+            let _ = remove_if_exists(&temp);
+        }
+        if let Some(staging) = self.chroma_staging.take()
+            && let Ok(dir) = staging.wait(&self.paths.chroma_dir)
+        {
+            let _ = fs_err::remove_dir_all(dir);
+        }
+    }
+
+    /// Waits until every new file is staged, so that the first live change
+    /// is only made once the rest of the restore is a matter of renames; a
+    /// copy that failed stops the restore with the runtime as it was.
+    fn wait_for_staging(&mut self) -> Result<()> {
+        if let Some(staging) = self.db_staging.take() {
+            self.db_staging = Some(Staging::Ready(staging.wait(&self.paths.db_path)?));
+        }
+        if let Some(staging) = self.chroma_staging.take() {
+            self.chroma_staging = Some(Staging::Ready(staging.wait(&self.paths.chroma_dir)?));
+        }
+        Ok(())
+    }
+
+    /// Starts copying the new db and chroma tree beside the live ones. Only
+    /// called once the backup is valid, the space is there and the marker
+    /// names the restore, so any debris a crash leaves is explained.
+    fn start_staging(&mut self, targets: &StagingTargets) {
+        let progress = self.progress;
+        let manifest = self.manifest;
+        if let Some((from, to)) = targets.db.clone() {
+            self.db_staging =
+                Some(Staging::Running(self.scope.spawn(move || {
+                    stage_file(&from, &to, &manifest.db.checksum, progress)
+                })));
+        }
+        if let (Some((from, to)), Some(record)) = (targets.chroma.clone(), &manifest.chroma) {
+            self.chroma_staging = Some(Staging::Running(
+                self.scope
+                    .spawn(move || stage_chroma(&from, &to, record, progress)),
+            ));
+        }
+    }
+
+    fn execute(&mut self, step: &RestoreStep, stamp: &Stamp, staging: &StagingTargets) -> Result<Outcome> {
+        let manifest = self.manifest;
         match step {
             RestoreStep::ValidateBackup => {
                 let report = validate_backup(&self.paths.backup_dir, stamp)?;
@@ -310,21 +404,22 @@ impl Executor<'_> {
                 }
                 .write(self.paths)?;
                 crash_point("restore.after_marker");
+                self.start_staging(staging);
                 Ok(Outcome::Done(format!("wrote `{path}`")))
             }
             RestoreStep::PreRestoreSnapshot { include_chroma, .. } => {
-                let from = snapshot_dir(self.paths, stamp).join(&manifest.db.path);
-                let to = self.paths.db_path.clone();
-                let expected = manifest.db.checksum.clone();
-                self.db_staging = Some(std::thread::spawn(move || {
-                    stage_file(&from, &to, &expected, &crate::durable::NoProgress)
-                }));
                 let options = CreateOptions {
                     include_chroma: *include_chroma,
                     kind: BackupKind::PreRestore,
                     restored_from: Some(stamp.clone()),
                 };
-                let snapshot = create_backup_locked(self.lock, self.paths, &options, self.progress)?;
+                let snapshot = create_backup_locked(
+                    self.lock,
+                    self.paths,
+                    &options,
+                    LiveAccess::HeldByRestore,
+                    self.progress,
+                )?;
                 self.pre_restore_stamp = Some(snapshot.stamp.clone());
                 let mut marker = RestoreMarker::read(self.paths)?.unwrap_or(RestoreMarker {
                     stamp: stamp.clone(),
@@ -344,7 +439,7 @@ impl Executor<'_> {
                 // data is unchanged, so a failure here still leaves the
                 // runtime as it was.
                 let checkpoint = checkpoint_truncate(db_path)?;
-                if checkpoint.busy != 0 {
+                if checkpoint.busy != 0 || injected("checkpoint-busy") {
                     return Err(Error::DbInUse {
                         path: db_path.clone(),
                         reason: "wal_checkpoint(TRUNCATE) reported busy = 1, so the -wal still holds committed data"
@@ -357,6 +452,7 @@ impl Executor<'_> {
                 )))
             }
             RestoreStep::RemoveSidecars { paths } => {
+                self.wait_for_staging()?;
                 self.live_changed = true;
                 let mut removed = Vec::new();
                 for path in paths {
@@ -380,7 +476,7 @@ impl Executor<'_> {
                 self.live_changed = true;
                 match self.db_staging.take() {
                     Some(staging) => {
-                        let temp = join_staging(staging, to)?;
+                        let temp = staging.wait(to)?;
                         swap_in(&temp, to, "restore.before_db_rename")?;
                     }
                     None => replace_file(
@@ -396,7 +492,7 @@ impl Executor<'_> {
                     corrupt_for_tests(to)?;
                 }
                 let db_path = to.clone();
-                self.integrity_in_progress = Some(std::thread::spawn(move || integrity_check_live(&db_path)));
+                self.integrity_in_progress = Some(self.scope.spawn(move || integrity_check_live(&db_path)));
                 Ok(Outcome::Done(format!(
                     "`{to}` replaced ({} bytes)",
                     manifest.db.size_bytes
@@ -423,7 +519,12 @@ impl Executor<'_> {
                 let (Some(from), Some(record)) = (from, &manifest.chroma) else {
                     return Ok(Outcome::Skipped("the backup has no chroma".to_owned()));
                 };
-                let method = restore_chroma(from, to, record, *swap, self.progress)?;
+                let staged = self
+                    .chroma_staging
+                    .take()
+                    .map(|staging| staging.wait(to))
+                    .transpose()?;
+                let method = restore_chroma(from, to, record, *swap, staged, self.progress)?;
                 crash_point("restore.after_chroma");
                 Ok(Outcome::Done(format!(
                     "{} files restored by {method}",
@@ -534,10 +635,32 @@ fn corrupt_for_tests(db: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
-fn join_staging(staging: std::thread::JoinHandle<Result<Utf8PathBuf>>, to: &Utf8Path) -> Result<Utf8PathBuf> {
-    staging.join().unwrap_or_else(|_| {
-        Err(Error::Io(std::io::Error::other(format!(
-            "staging the new `{to}` panicked"
-        ))))
-    })
+/// The paths `start_staging` copies from and to, taken from the plan.
+struct StagingTargets {
+    db: Option<(Utf8PathBuf, Utf8PathBuf)>,
+    /// Only for a chroma directory that is renamed whole: a mount point gets
+    /// its tree staged inside it, which is a change to the live directory.
+    chroma: Option<(Utf8PathBuf, Utf8PathBuf)>,
+}
+
+impl StagingTargets {
+    fn of(steps: &[RestoreStep]) -> StagingTargets {
+        let mut targets = StagingTargets {
+            db: None,
+            chroma: None,
+        };
+        for step in steps {
+            match step {
+                RestoreStep::ReplaceDb { from, to } => targets.db = Some((from.clone(), to.clone())),
+                RestoreStep::RestoreChroma {
+                    from: Some(from),
+                    to,
+                    swap: ChromaSwap::RenameDir,
+                    skip_reason: None,
+                } => targets.chroma = Some((from.clone(), to.clone())),
+                _ => {}
+            }
+        }
+        targets
+    }
 }

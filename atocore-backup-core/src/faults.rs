@@ -7,7 +7,9 @@
 //!   `chroma-rename-ebusy` behaves as if the chroma dir were a bind mount;
 //!   `chroma-exchange-unsupported` as if the filesystem lacked `RENAME_EXCHANGE`;
 //!   `corrupt-restored-db` damages the db right after it is swapped in, so
-//!   the integrity-failure path runs on a really damaged file.
+//!   the integrity-failure path runs on a really damaged file;
+//!   `checkpoint-busy` makes the `checkpoint_wal` step see `busy = 1`, as if
+//!   a connection had opened the db after the pre-restore snapshot.
 //!
 //! Both are read once; with neither set, each check is one atomic load.
 

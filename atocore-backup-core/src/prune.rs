@@ -492,7 +492,7 @@ pub fn delete_backup(paths: &RuntimePaths, stamp: &Stamp) -> Result<DeleteReport
 /// it), fsyncs, then removes the tree: a crash leaves a `.deleting-*` that
 /// `list` reports and the next `create` removes, never a half-deleted backup
 /// that still looks restorable.
-fn remove_snapshot(_lock: &BackupDirLock, paths: &RuntimePaths, stamp: &Stamp) -> Result<()> {
+pub(crate) fn remove_snapshot(_lock: &BackupDirLock, paths: &RuntimePaths, stamp: &Stamp) -> Result<()> {
     let snapshots = paths.snapshots_dir();
     let dir = snapshots.join(stamp.as_str());
     if !dir.is_dir() {

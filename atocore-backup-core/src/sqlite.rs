@@ -3,14 +3,18 @@
 //!
 //! Live databases are only ever read through SQLite. A plain open/read/close
 //! of a db file inside a process that also has SQLite connections to it drops
-//! that process's POSIX locks, so no code here opens a live db any other way.
+//! that process's POSIX locks, so no code here opens a live db any other way,
+//! except [`capture_held_db`], which keeps its descriptor open until its own
+//! connection, holding the db exclusively, has closed.
 
 use std::time::Duration;
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use crate::checksum::{Algorithm, Checksum};
+use crate::durable::{Progress, copy_open_hashed, hash_open};
 use crate::error::{Error, Result, sqlite_error};
 
 /// How often a single-pass backup is retried when the source is locked.
@@ -226,6 +230,83 @@ pub(crate) fn checkpoint_truncate(path: &Utf8Path) -> Result<Checkpoint> {
         .map_err(sqlite_error(path))?;
     conn.close().map_err(|(_, source)| sqlite_error(path)(source))?;
     Ok(checkpoint)
+}
+
+/// Captures the live db for a restore's pre-restore snapshot, without the
+/// page-by-page online backup: sound only because SQLite itself proves that
+/// nothing else can change the file meanwhile.
+///
+/// `locking_mode=EXCLUSIVE` makes the connection take the db file's lock at
+/// its first access and keep it until it closes (it fails at once if any
+/// other connection has the db open); `wal_checkpoint(TRUNCATE)` then moves
+/// every committed frame into the db file, so the file alone is the whole db.
+/// It is then hard-linked into the snapshot: the restore is about to rename
+/// a new db over the live path, after which the snapshot alone names these
+/// bytes, so copying them would only cost time and disk. Where a link is not
+/// possible (another filesystem), it is copied.
+///
+/// The file is opened before the connection and closed after it: closing any
+/// descriptor of a file drops every POSIX lock this process holds on it,
+/// SQLite's included, so a descriptor closed while the connection is open
+/// would silently release the lock that makes this capture safe.
+pub(crate) fn capture_held_db(
+    source: &Utf8Path,
+    target: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<(DbFacts, u64, Checksum)> {
+    let file = fs_err::File::open(source)?;
+    let captured = capture_under_exclusive_lock(&file, source, target, progress);
+    // Only now, with the connection closed, may the descriptor go.
+    drop(file);
+    captured
+}
+
+fn capture_under_exclusive_lock(
+    file: &fs_err::File,
+    source: &Utf8Path,
+    target: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<(DbFacts, u64, Checksum)> {
+    let conn = Connection::open_with_flags(
+        source,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error(source))?;
+    let in_use = |reason: String| Error::DbInUse {
+        path: source.to_owned(),
+        reason,
+    };
+    conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(source))?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(sqlite_error(source))?;
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .map_err(|error| in_use(error.to_string()))?;
+    if busy != 0 {
+        return Err(in_use(
+            "wal_checkpoint(TRUNCATE) reported busy = 1, so the -wal still holds committed data".to_owned(),
+        ));
+    }
+    // Holds the lock for the whole capture, also for a db not in WAL mode.
+    conn.execute_batch("BEGIN EXCLUSIVE")
+        .map_err(|error| in_use(error.to_string()))?;
+    let wal = Utf8PathBuf::from(format!("{source}-wal"));
+    if fs_err::metadata(&wal).is_ok_and(|meta| meta.len() > 0) {
+        return Err(in_use(format!("`{wal}` is not empty after the checkpoint")));
+    }
+    let facts = read_facts(&conn).map_err(sqlite_error(source))?;
+    let (size_bytes, checksum) = if fs_err::hard_link(source, target).is_ok() {
+        // Hashed through the descriptor opened before the connection: the
+        // same inode, and no second descriptor to close.
+        let hashed = hash_open(file, Algorithm::Blake3, progress)?;
+        file.sync_all()?;
+        hashed
+    } else {
+        copy_open_hashed(file, target, Algorithm::Blake3, progress)?
+    };
+    conn.execute_batch("ROLLBACK").map_err(sqlite_error(source))?;
+    conn.close().map_err(|(_, error)| sqlite_error(source)(error))?;
+    Ok((facts, size_bytes, checksum))
 }
 
 /// Integrity of the restored live db, through a normal connection.

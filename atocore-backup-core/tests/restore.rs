@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
+
 use atocore_backup_core::{
-    Error, NoProgress, RestoreOptions, ServiceLock, StepStatus, list_backups, restore_backup, validate_backup,
+    Error, NoProgress, RestoreOptions, ServiceLock, StepReport, StepStatus, list_backups, restore_backup,
+    validate_backup,
 };
 use common::{Runtime, restore_options};
 use fs_err as fs;
@@ -94,6 +97,21 @@ fn round_trip_reverses_post_backup_mutations() {
     let listing = list_backups(&runtime.paths).unwrap();
     assert_eq!(listing.backups[0].stamp, pre.as_str());
     assert_eq!(listing.backups[0].restored_from.as_ref(), Some(&manifest.stamp));
+    // Captured by hard link (`capture_held_db`), it no longer shares a file
+    // with the live db once the restore renamed the new db into place.
+    let pre_db = runtime.snapshot(&pre).join("db/atocore.db");
+    assert_eq!(fs::metadata(&pre_db).unwrap().nlink(), 1);
+    assert!(validate_backup(&runtime.paths.backup_dir, &pre).unwrap().valid);
+    runtime.db().execute(MARKER_SQL, []).unwrap();
+    assert!(
+        validate_backup(&runtime.paths.backup_dir, &pre).unwrap().valid,
+        "writes to the live db never reach the snapshot"
+    );
+    runtime
+        .db()
+        .execute("DELETE FROM memories WHERE content = 'post-backup'", [])
+        .unwrap();
+
     let undo = restore(&runtime, &pre, restore_options());
     assert!(undo.success);
     assert_eq!(runtime.count(COUNT_MARKER), 1);
@@ -323,21 +341,41 @@ fn restoring_into_other_paths_is_a_rehearsal() {
 
 #[test]
 fn a_busy_checkpoint_stops_the_restore_before_any_sidecar_is_deleted() {
+    // Without a snapshot, the checkpoint step is the first to meet the reader.
+    let options = RestoreOptions {
+        include_chroma: None,
+        pre_restore_snapshot: false,
+    };
+    let failed = restore_against_a_reader(options);
+    assert_eq!(failed.step.name(), "checkpoint_wal");
+    assert!(failed.detail.contains("busy = 1"), "{}", failed.detail);
+}
+
+#[test]
+fn a_reader_keeps_the_pre_restore_snapshot_from_copying_the_db_as_a_file() {
+    // The snapshot copies the db as a plain file only under SQLite's
+    // exclusive lock, which a reader's open connection refuses.
+    let failed = restore_against_a_reader(restore_options());
+    assert_eq!(failed.step.name(), "pre_restore_snapshot");
+    assert!(failed.detail.contains("in use"), "{}", failed.detail);
+}
+
+/// Restores while another connection holds a read transaction (so
+/// `wal_checkpoint(TRUNCATE)` reports busy = 1; `BEGIN EXCLUSIVE` still
+/// succeeds in WAL mode, so the gates let it through) and checks that nothing
+/// live changed; returns the failed step.
+fn restore_against_a_reader(options: RestoreOptions) -> StepReport {
     let runtime = Runtime::seeded(100);
     let manifest = runtime.backup(false);
     leave_hot_wal(&runtime);
-    // A reader holding a snapshot keeps TRUNCATE from finishing (busy = 1);
-    // BEGIN EXCLUSIVE still succeeds in WAL mode, so only this check stops it.
     let reader = runtime.db();
     reader.execute_batch("BEGIN").unwrap();
     let _: i64 = reader
         .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
         .unwrap();
-    let report = restore(&runtime, &manifest.stamp, restore_options());
+    let report = restore(&runtime, &manifest.stamp, options);
     assert!(!report.success);
-    let failed = report.failed_step().unwrap();
-    assert_eq!(failed.step.name(), "checkpoint_wal");
-    assert!(failed.detail.contains("busy = 1"), "{}", failed.detail);
+    let failed = report.failed_step().unwrap().clone();
     assert!(
         report
             .steps
@@ -351,9 +389,14 @@ fn a_busy_checkpoint_stops_the_restore_before_any_sidecar_is_deleted() {
         !runtime.paths.restore_marker_path().exists(),
         "nothing live changed, so no marker is left"
     );
+    assert!(
+        !runtime.paths.db_dir().join(".atocore.db.restore-tmp").exists(),
+        "the staged db is removed"
+    );
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
     assert_eq!(runtime.count(COUNT_MARKER), 1, "the committed row is still there");
+    failed
 }
 
 #[test]

@@ -223,6 +223,55 @@ fn a_restored_db_that_fails_integrity_check_fails_the_restore_with_exit_1() {
     assert!(!scratch.paths.restore_marker_path().exists());
 }
 
+#[test]
+fn a_restore_stopped_after_the_pre_restore_snapshot_removes_it_with_the_runtime_unchanged() {
+    let scratch = Scratch::seeded(2_000);
+    let stamp = scratch.create(true);
+    let live = || {
+        let mut files = atocore_backup_tests::tree_hashes_without_sidecars(&scratch.root.join("data"));
+        files.retain(|(path, _)| !path.ends_with(".atocore-service.lock"));
+        files
+    };
+    let live_before = live();
+    let output = scratch
+        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
+        .env("ATOCORE_BACKUP_FAULT", "checkpoint-busy")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        atocore_backup_tests::failed_step(&report)["step"],
+        "checkpoint_wal"
+    );
+    let snapshot_step = &report["steps"][3];
+    assert_eq!(snapshot_step["step"], "pre_restore_snapshot");
+    assert_eq!(snapshot_step["status"], "ok");
+    // The snapshot's db was the live db's own file: kept, a service started on
+    // the unchanged runtime would write into it.
+    assert_eq!(report["pre_restore_stamp"], serde_json::Value::Null);
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains("pre-restore snapshot") && warnings.contains("was removed"),
+        "{warnings}"
+    );
+    let listing = scratch.run(&["list", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let stamps: Vec<&str> = listing["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["stamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(stamps, [stamp.as_str()]);
+    assert!(!scratch.paths.restore_marker_path().exists());
+    assert_eq!(
+        live_before,
+        live(),
+        "nothing live changed and no staged copy is left"
+    );
+}
+
 /// `restore <stamp> --confirm-service-stopped --json` with a fault injected;
 /// it must succeed. Returns the report.
 fn restore_json_with_fault(scratch: &Scratch, stamp: &str, fault: &str) -> serde_json::Value {

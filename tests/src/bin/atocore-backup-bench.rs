@@ -5,6 +5,7 @@
 //! ```sh
 //! scripts/bench                     # 1 GiB db, 500 MiB chroma, 3 rounds, plot at 64/256/1024 MiB
 //! scripts/bench --db-mib 256 --chroma-mib 100 --rounds 3 --plot-sizes ""
+//! scripts/bench --setup-only        # build the 1 GiB runtime in target/bench-work and stop
 //! ```
 //!
 //! It prints a markdown table (seconds, ratios, max RSS) and writes an SVG plot.
@@ -27,6 +28,8 @@ struct Options {
     rounds: usize,
     plot_sizes: Vec<u64>,
     svg: Utf8PathBuf,
+    /// Build the runtime and stop, leaving it for profiling by hand.
+    setup_only: bool,
 }
 
 fn parse_options() -> Options {
@@ -37,10 +40,15 @@ fn parse_options() -> Options {
         rounds: 3,
         plot_sizes: vec![64, 256, 1024],
         svg: Utf8PathBuf::from("docs/benchmarks.svg"),
+        setup_only: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
+        if flag == "--setup-only" {
+            options.setup_only = true;
+            continue;
+        }
         let value = iter.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--work" => options.work = value.into(),
@@ -605,6 +613,10 @@ fn main() {
         options.db_mib, options.chroma_mib
     );
     build_runtime(&main_root, options.db_mib, options.chroma_mib);
+    if options.setup_only {
+        eprintln!("runtime left in {main_root}: data/ and backups/");
+        return;
+    }
     let mut samples = Samples::default();
     for n in 0..options.rounds {
         eprintln!("round {}", n + 1);
