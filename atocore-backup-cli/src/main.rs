@@ -29,13 +29,13 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprint_line(&format!("error: {}", error.chain()));
-            ExitCode::from(exit_code(&error))
+            ExitCode::from(exit_code(error.class()))
         }
     }
 }
 
-fn exit_code(error: &Error) -> u8 {
-    match error.class() {
+fn exit_code(class: ErrorClass) -> u8 {
+    match class {
         ErrorClass::Failed | ErrorClass::NotFound => exit::FAILED,
         ErrorClass::BadInput => exit::USAGE,
         ErrorClass::InvalidBackup => exit::INVALID_BACKUP,
@@ -149,11 +149,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
             } else {
                 print(&render::restore(&report));
             }
-            Ok(match report.failed_step().map(|s| s.step.name()) {
+            Ok(match report.failure {
+                Some(class) => exit_code(class),
                 None if report.success => 0,
-                Some("validate_backup") => exit::INVALID_BACKUP,
-                Some("check_free_space") => exit::REFUSED,
-                _ => exit::FAILED,
+                None => exit::FAILED,
             })
         }
         Command::Prune {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::execute::refuse_symlink;
 use crate::faults::{crash_point, injected};
 use crate::leftovers::{INNER_OLD, INNER_STAGING, chroma_old_beside, chroma_staging_beside};
-use crate::manifest::ChromaRecord;
+use crate::manifest::{ChromaRecord, FileRecord};
 use crate::paths::parent_or_dot;
 use crate::plan::ChromaSwap;
 use crate::validate::resolve_inside;
@@ -25,11 +25,7 @@ fn build_chroma_tree(
     record: &ChromaRecord,
     progress: &dyn Progress,
 ) -> Result<()> {
-    if staging.symlink_metadata().is_ok() {
-        fs::remove_dir_all(staging)?;
-    }
-    fs::create_dir(staging)?;
-    let mut dirs = vec![staging.to_owned()];
+    let tree = StagingTree::create(staging, record)?;
     for file in &record.files {
         let source = resolve_inside(from, &file.path).map_err(|problem| {
             Error::Io(std::io::Error::other(format!(
@@ -38,13 +34,6 @@ fn build_chroma_tree(
             )))
         })?;
         let target = staging.join(&file.path);
-        let parent = parent_or_dot(&target).to_owned();
-        if !parent.is_dir() {
-            fs::create_dir_all(&parent)?;
-        }
-        if !dirs.contains(&parent) {
-            dirs.push(parent);
-        }
         let (_, actual) = copy_hashed(&source, &target, file.checksum.algorithm(), progress)?;
         if actual != file.checksum {
             return Err(Error::ChecksumMismatch {
@@ -53,16 +42,67 @@ fn build_chroma_tree(
                 actual: actual.to_string(),
             });
         }
-        if let Some(mtime_ns) = file.source_mtime_ns {
-            restore_mtime(&target, mtime_ns)?;
+        tree.finish_file(file)?;
+    }
+    tree.sync()
+}
+
+/// The directories of a chroma tree being built at a staging path, so that
+/// each file copied into it has its parent, and all are fsynced at the end.
+pub(crate) struct StagingTree {
+    root: Utf8PathBuf,
+    dirs: Vec<Utf8PathBuf>,
+}
+
+impl StagingTree {
+    /// Creates `root` afresh (removing any leftover) with every directory
+    /// the record's files need.
+    pub(crate) fn create(root: &Utf8Path, record: &ChromaRecord) -> Result<StagingTree> {
+        if root.symlink_metadata().is_ok() {
+            fs::remove_dir_all(root)?;
+        }
+        fs::create_dir(root)?;
+        let mut dirs = vec![root.to_owned()];
+        for file in &record.files {
+            let parent = parent_or_dot(&root.join(&file.path)).to_owned();
+            if !dirs.contains(&parent) {
+                fs::create_dir_all(&parent)?;
+                // Every new directory between root and parent, not just the parent.
+                for dir in parent.ancestors().take_while(|dir| *dir != root) {
+                    if !dirs.iter().any(|known| known == dir) {
+                        dirs.push(dir.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(StagingTree {
+            root: root.to_owned(),
+            dirs,
+        })
+    }
+
+    /// Where `file` goes.
+    pub(crate) fn path_of(&self, file: &FileRecord) -> Utf8PathBuf {
+        self.root.join(&file.path)
+    }
+
+    /// After `file` is copied and verified: gives it its recorded mtime.
+    pub(crate) fn finish_file(&self, file: &FileRecord) -> Result<()> {
+        match file.source_mtime_ns {
+            Some(mtime_ns) => restore_mtime(&self.path_of(file), mtime_ns),
+            None => Ok(()),
         }
     }
-    // Deepest first so each directory's entries are durable before its parent's.
-    dirs.sort_by_key(|dir| std::cmp::Reverse(dir.as_str().len()));
-    for dir in &dirs {
-        fsync_dir(dir)?;
+
+    /// Makes every entry durable, deepest directory first so each one's
+    /// entries are on disk before its parent's.
+    pub(crate) fn sync(mut self) -> Result<()> {
+        self.dirs.sort_by_key(|dir| std::cmp::Reverse(dir.as_str().len()));
+        for dir in &self.dirs {
+            fsync_dir(dir)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Gives a restored file the mtime its source had when backed up, as `cp -p`
@@ -89,9 +129,8 @@ fn is_mount_like(error: &std::io::Error) -> bool {
 }
 
 /// Builds the verified new tree beside `to`, where [`restore_chroma`] swaps
-/// it in. Nothing live changes, so a restore may do this while it still
-/// could stop and leave the runtime as it was.
-pub(crate) fn stage_chroma(
+/// it in; nothing live changes.
+fn stage_chroma(
     from: &Utf8Path,
     to: &Utf8Path,
     record: &ChromaRecord,

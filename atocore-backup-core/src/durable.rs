@@ -43,14 +43,56 @@ pub(crate) fn copy_hashed(
 }
 
 /// [`copy_hashed`] from a file the caller opened and keeps open: see
-/// `sqlite::copy_held_db` for why the caller decides when it is closed.
+/// `sqlite::capture_held_db` for why the caller decides when it is closed.
 pub(crate) fn copy_open_hashed(
-    mut source: &fs::File,
+    source: &fs::File,
     to: &Utf8Path,
     algorithm: Algorithm,
     progress: &dyn Progress,
 ) -> Result<(u64, Checksum)> {
-    let mut target = fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    copy_reporting_side(source, to, algorithm, progress).map_err(CopyFailure::into_error)
+}
+
+/// Which side of a copy failed: a restore that stages while it validates
+/// tells a backup it cannot read from a destination it cannot write.
+pub(crate) enum CopyFailure {
+    /// Opening or reading the source.
+    Read(Error),
+    /// Creating, writing or fsyncing the target.
+    Write(Error),
+}
+
+impl CopyFailure {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            CopyFailure::Read(error) | CopyFailure::Write(error) => error,
+        }
+    }
+}
+
+/// [`copy_hashed`], saying which side failed.
+pub(crate) fn copy_hashed_reporting_side(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> std::result::Result<(u64, Checksum), CopyFailure> {
+    let source = fs::File::open(from).map_err(|error| CopyFailure::Read(error.into()))?;
+    copy_reporting_side(&source, to, algorithm, progress)
+}
+
+fn copy_reporting_side(
+    mut source: &fs::File,
+    to: &Utf8Path,
+    algorithm: Algorithm,
+    progress: &dyn Progress,
+) -> std::result::Result<(u64, Checksum), CopyFailure> {
+    let write = |error: std::io::Error| CopyFailure::Write(error.into());
+    let mut target = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(write)?;
     let mut hasher = Hasher::new(algorithm);
     let mut buffer = vec![0; BUFFER_SIZE];
     let mut total = 0u64;
@@ -59,14 +101,14 @@ pub(crate) fn copy_open_hashed(
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(CopyFailure::Read(error.into())),
         };
         hasher.update(&buffer[..read]);
-        target.write_all(&buffer[..read])?;
+        target.write_all(&buffer[..read]).map_err(write)?;
         total += read as u64;
         progress.advance(read as u64);
     }
-    target.sync_all()?;
+    target.sync_all().map_err(write)?;
     Ok((total, hasher.finish()))
 }
 

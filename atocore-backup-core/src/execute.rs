@@ -5,14 +5,14 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::chroma_swap::{restore_chroma, stage_chroma};
+use crate::chroma_swap::restore_chroma;
 use crate::create::{CreateOptions, LiveAccess, create_backup_locked, now, snapshot_dir};
 use crate::durable::{
     Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably, temp_path_for,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, Result};
 use crate::faults::{crash_point, injected};
-use crate::leftovers::RESTORE_TMP;
+use crate::leftovers::{RESTORE_TMP, chroma_staging_beside};
 use crate::lock::{BackupDirLock, ServiceLock};
 use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
@@ -22,7 +22,7 @@ use crate::plan::{ChromaSwap, RestoreOptions, RestorePlan, RestoreStep, RestoreT
 use crate::prune::remove_snapshot;
 use crate::sqlite::{check_exclusive, checkpoint_truncate, integrity_check_live};
 use crate::stamp::Stamp;
-use crate::validate::validate_backup;
+use crate::validate::{StageTo, validate_and_stage};
 
 /// What happened to one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +75,10 @@ pub struct RestoreReport {
     pub integrity_check: Option<String>,
     /// True only if every step that ran succeeded and integrity is `ok`.
     pub success: bool,
+    /// How the failed step failed (an invalid backup, a refusal, an I/O
+    /// error), for exit codes; the step's `detail` says it in words.
+    #[serde(skip)]
+    pub failure: Option<ErrorClass>,
 }
 
 impl RestoreReport {
@@ -163,35 +167,16 @@ pub fn restore_backup(
             pre_restore_stamp: None,
             integrity_check: None,
             integrity_in_progress: None,
-            db_staging: None,
-            chroma_staging: None,
+            staged_db: None,
+            staged_chroma: None,
+            staged_bytes: 0,
+            checked_db: None,
             live_changed,
         }
         .run(plan)
     });
     drop(service_lock);
     Ok(report)
-}
-
-/// A new file or tree being copied beside its live target in the background.
-enum Staging<'scope> {
-    Running(std::thread::ScopedJoinHandle<'scope, Result<Utf8PathBuf>>),
-    /// Copied, verified and fsynced, at this path.
-    Ready(Utf8PathBuf),
-}
-
-impl Staging<'_> {
-    /// Waits for the copy; `what` names the target in a panic's message.
-    fn wait(self, what: &Utf8Path) -> Result<Utf8PathBuf> {
-        match self {
-            Staging::Ready(path) => Ok(path),
-            Staging::Running(handle) => handle.join().unwrap_or_else(|_| {
-                Err(Error::Io(std::io::Error::other(format!(
-                    "staging the new `{what}` panicked"
-                ))))
-            }),
-        }
-    }
 }
 
 /// Runs a plan's steps inside a thread scope: the long copies run in the
@@ -207,11 +192,15 @@ struct Executor<'scope, 'env> {
     /// The restored db's `integrity_check`, started as soon as the db is in
     /// place so that it runs while registry and chroma are restored.
     integrity_in_progress: Option<std::thread::ScopedJoinHandle<'scope, Result<String>>>,
-    /// The new db and chroma tree, copied and verified beside the live ones
-    /// while the pre-restore snapshot is taken (long writes to different
-    /// files); `replace_db` and `restore_chroma` then only rename them.
-    db_staging: Option<Staging<'scope>>,
-    chroma_staging: Option<Staging<'scope>>,
+    /// The new db and chroma tree, copied beside the live ones while the
+    /// backup is validated (see `validate_and_stage`); `replace_db` and
+    /// `restore_chroma` then only rename them into place.
+    staged_db: Option<Utf8PathBuf>,
+    staged_chroma: Option<Utf8PathBuf>,
+    /// Bytes staged, which `check_free_space` counts as already found.
+    staged_bytes: u64,
+    /// The staged db, as it was when validation ran `integrity_check` on it.
+    checked_db: Option<FileIdentity>,
     /// Whether any live file has been touched, by this restore or by an
     /// interrupted one; until then a failure can remove the marker, because
     /// the runtime is still exactly as it was.
@@ -239,6 +228,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
         let staging_targets = StagingTargets::of(&steps);
         let mut reports = Vec::with_capacity(steps.len());
         let mut failed = false;
+        let mut failure = None;
         for step in steps {
             let started = Instant::now();
             let outcome = if failed {
@@ -253,6 +243,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 Ok(Outcome::Skipped(detail)) => (StepStatus::Skipped, detail),
                 Err(error) => {
                     failed = true;
+                    failure = Some(error.class());
                     (StepStatus::Failed, self.failure_detail(&error))
                 }
             };
@@ -307,6 +298,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
             warnings,
             pre_restore_stamp: self.pre_restore_stamp,
             integrity_check: self.integrity_check,
+            failure,
         }
     }
 
@@ -322,67 +314,71 @@ impl<'scope, 'env> Executor<'scope, 'env> {
 
     /// Removes staged copies that were never swapped in (a step failed).
     fn discard_unused_staging(&mut self) {
-        if let Some(staging) = self.db_staging.take()
-            && let Ok(temp) = staging.wait(&self.paths.db_path)
-        {
+        if let Some(temp) = self.staged_db.take() {
             let _ = remove_if_exists(&temp);
         }
-        if let Some(staging) = self.chroma_staging.take()
-            && let Ok(dir) = staging.wait(&self.paths.chroma_dir)
+        if let Some(dir) = self.staged_chroma.take()
+            && dir.symlink_metadata().is_ok()
         {
             let _ = fs_err::remove_dir_all(dir);
         }
     }
 
-    /// Waits until every new file is staged, so that the first live change
-    /// is only made once the rest of the restore is a matter of renames; a
-    /// copy that failed stops the restore with the runtime as it was.
-    fn wait_for_staging(&mut self) -> Result<()> {
-        if let Some(staging) = self.db_staging.take() {
-            self.db_staging = Some(Staging::Ready(staging.wait(&self.paths.db_path)?));
+    /// Validates the backup and copies the new db and chroma tree beside the
+    /// live ones as it goes. Nothing live changes: on any failure the copies
+    /// go and the runtime is as it was.
+    fn validate_while_staging(&mut self, stamp: &Stamp, targets: &StagingTargets) -> Result<String> {
+        let db_temp = match &targets.db {
+            Some(to) => {
+                create_dir_durably(parent_or_dot(to))?;
+                refuse_symlink(to)?;
+                let temp = temp_path_for(to, RESTORE_TMP);
+                remove_if_exists(&temp)?;
+                Some(temp)
+            }
+            None => None,
+        };
+        let chroma_root = match &targets.chroma {
+            Some(to) => {
+                refuse_symlink(to)?;
+                Some(chroma_staging_beside(to))
+            }
+            None => None,
+        };
+        // Recorded first, so that whatever part is written is removed on failure.
+        self.staged_db = db_temp.clone();
+        self.staged_chroma = chroma_root.clone();
+        let stage = StageTo {
+            db: db_temp.as_deref(),
+            chroma: chroma_root.as_deref(),
+        };
+        let report = validate_and_stage(&self.paths.backup_dir, stamp, &stage, self.progress)?;
+        if !report.valid {
+            return Err(Error::InvalidBackup {
+                stamp: stamp.to_string(),
+                first_error: report.first_error().to_owned(),
+            });
         }
-        if let Some(staging) = self.chroma_staging.take() {
-            self.chroma_staging = Some(Staging::Ready(staging.wait(&self.paths.chroma_dir)?));
+        if let Some(temp) = &db_temp {
+            self.checked_db = Some(FileIdentity::of(temp)?);
         }
-        Ok(())
-    }
-
-    /// Starts copying the new db and chroma tree beside the live ones. Only
-    /// called once the backup is valid, the space is there and the marker
-    /// names the restore, so any debris a crash leaves is explained.
-    fn start_staging(&mut self, targets: &StagingTargets) {
-        let progress = self.progress;
         let manifest = self.manifest;
-        if let Some((from, to)) = targets.db.clone() {
-            self.db_staging =
-                Some(Staging::Running(self.scope.spawn(move || {
-                    stage_file(&from, &to, &manifest.db.checksum, progress)
-                })));
-        }
-        if let (Some((from, to)), Some(record)) = (targets.chroma.clone(), &manifest.chroma) {
-            self.chroma_staging = Some(Staging::Running(
-                self.scope
-                    .spawn(move || stage_chroma(&from, &to, record, progress)),
-            ));
-        }
+        self.staged_bytes = db_temp.map_or(0, |_| manifest.db.size_bytes)
+            + chroma_root.map_or(0, |_| manifest.chroma.as_ref().map_or(0, |c| c.total_bytes));
+        Ok(format!(
+            "{} checks passed; the new files are staged beside the live ones",
+            report.checks.len()
+        ))
     }
 
     fn execute(&mut self, step: &RestoreStep, stamp: &Stamp, staging: &StagingTargets) -> Result<Outcome> {
         let manifest = self.manifest;
         match step {
-            RestoreStep::ValidateBackup => {
-                let report = validate_backup(&self.paths.backup_dir, stamp)?;
-                if !report.valid {
-                    return Err(Error::InvalidBackup {
-                        stamp: stamp.to_string(),
-                        first_error: report.first_error().to_owned(),
-                    });
-                }
-                Ok(Outcome::Done(format!("{} checks passed", report.checks.len())))
-            }
+            RestoreStep::ValidateBackup => self.validate_while_staging(stamp, staging).map(Outcome::Done),
             RestoreStep::CheckFreeSpace { required_bytes, .. } => {
                 let available_bytes = available_bytes(self.paths)?;
-                if available_bytes < *required_bytes {
+                // What is staged was part of what the plan required.
+                if available_bytes.saturating_add(self.staged_bytes) < *required_bytes {
                     return Err(Error::Refused {
                         stamp: stamp.to_string(),
                         refusal: crate::RestoreRefusal::InsufficientSpace {
@@ -392,7 +388,8 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     });
                 }
                 Ok(Outcome::Done(format!(
-                    "{required_bytes} bytes needed, {available_bytes} bytes available"
+                    "{required_bytes} bytes needed ({} already staged), {available_bytes} bytes available",
+                    self.staged_bytes
                 )))
             }
             RestoreStep::WriteRestoreMarker { path } => {
@@ -404,7 +401,6 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 }
                 .write(self.paths)?;
                 crash_point("restore.after_marker");
-                self.start_staging(staging);
                 Ok(Outcome::Done(format!("wrote `{path}`")))
             }
             RestoreStep::PreRestoreSnapshot { include_chroma, .. } => {
@@ -452,7 +448,6 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 )))
             }
             RestoreStep::RemoveSidecars { paths } => {
-                self.wait_for_staging()?;
                 self.live_changed = true;
                 let mut removed = Vec::new();
                 for path in paths {
@@ -474,11 +469,8 @@ impl<'scope, 'env> Executor<'scope, 'env> {
             }
             RestoreStep::ReplaceDb { from, to } => {
                 self.live_changed = true;
-                match self.db_staging.take() {
-                    Some(staging) => {
-                        let temp = staging.wait(to)?;
-                        swap_in(&temp, to, "restore.before_db_rename")?;
-                    }
+                match self.staged_db.take() {
+                    Some(temp) => swap_in(&temp, to, "restore.before_db_rename")?,
                     None => replace_file(
                         from,
                         to,
@@ -491,8 +483,14 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 if injected("corrupt-restored-db") {
                     corrupt_for_tests(to)?;
                 }
-                let db_path = to.clone();
-                self.integrity_in_progress = Some(self.scope.spawn(move || integrity_check_live(&db_path)));
+                // Unless the file now in place is the very one checked when it
+                // was staged, check it again while registry and chroma go in.
+                if self.checked_db.as_ref() != FileIdentity::of(to).ok().as_ref() {
+                    self.checked_db = None;
+                    let db_path = to.clone();
+                    self.integrity_in_progress =
+                        Some(self.scope.spawn(move || integrity_check_live(&db_path)));
+                }
                 Ok(Outcome::Done(format!(
                     "`{to}` replaced ({} bytes)",
                     manifest.db.size_bytes
@@ -519,11 +517,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 let (Some(from), Some(record)) = (from, &manifest.chroma) else {
                     return Ok(Outcome::Skipped("the backup has no chroma".to_owned()));
                 };
-                let staged = self
-                    .chroma_staging
-                    .take()
-                    .map(|staging| staging.wait(to))
-                    .transpose()?;
+                let staged = self.staged_chroma.take();
                 let method = restore_chroma(from, to, record, *swap, staged, self.progress)?;
                 crash_point("restore.after_chroma");
                 Ok(Outcome::Done(format!(
@@ -532,12 +526,17 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 )))
             }
             RestoreStep::IntegrityCheck { db_path } => {
+                let unchanged_since_staged = self.integrity_in_progress.is_none()
+                    && self.checked_db.is_some()
+                    && FileIdentity::of(db_path).ok() == self.checked_db;
                 let checked = match self.integrity_in_progress.take() {
                     Some(running) => running.join().unwrap_or_else(|_| {
                         Err(Error::Io(std::io::Error::other(format!(
                             "the integrity check of `{db_path}` panicked"
                         ))))
                     }),
+                    // Validation checked this very file when it was staged.
+                    None if unchanged_since_staged => Ok("ok".to_owned()),
                     None => integrity_check_live(db_path),
                 };
                 // A db too damaged to check at all is reported the same way:
@@ -549,7 +548,12 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                         "integrity_check on `{db_path}` returned: {text}"
                     ))));
                 }
-                Ok(Outcome::Done(text))
+                Ok(Outcome::Done(if unchanged_since_staged {
+                    "ok, when validation checked this file as the staged copy; it is unmodified since"
+                        .to_owned()
+                } else {
+                    text
+                }))
             }
             RestoreStep::RemoveRestoreMarker { path } => {
                 RestoreMarker::remove(self.paths)?;
@@ -635,12 +639,37 @@ fn corrupt_for_tests(db: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
-/// The paths `start_staging` copies from and to, taken from the plan.
+/// What tells a file's bytes unchanged without reading them, in a runtime
+/// only this restore writes to: the same inode, size and mtime. (A rename
+/// changes the ctime, not these.)
+#[derive(Debug, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(path: &Utf8Path) -> Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs_err::metadata(path)?;
+        Ok(FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+}
+
+/// The live paths whose new versions are staged during validation, taken
+/// from the plan.
 struct StagingTargets {
-    db: Option<(Utf8PathBuf, Utf8PathBuf)>,
+    db: Option<Utf8PathBuf>,
     /// Only for a chroma directory that is renamed whole: a mount point gets
     /// its tree staged inside it, which is a change to the live directory.
-    chroma: Option<(Utf8PathBuf, Utf8PathBuf)>,
+    chroma: Option<Utf8PathBuf>,
 }
 
 impl StagingTargets {
@@ -651,13 +680,13 @@ impl StagingTargets {
         };
         for step in steps {
             match step {
-                RestoreStep::ReplaceDb { from, to } => targets.db = Some((from.clone(), to.clone())),
+                RestoreStep::ReplaceDb { to, .. } => targets.db = Some(to.clone()),
                 RestoreStep::RestoreChroma {
-                    from: Some(from),
+                    from: Some(_),
                     to,
                     swap: ChromaSwap::RenameDir,
                     skip_reason: None,
-                } => targets.chroma = Some((from.clone(), to.clone())),
+                } => targets.chroma = Some(to.clone()),
                 _ => {}
             }
         }

@@ -1,8 +1,10 @@
 //! `validate`: does a snapshot hold exactly what its manifest says?
 //!
-//! Validation only reads. The db copy is opened `immutable`, so not even a
-//! `-shm` appears beside it; hashing and `PRAGMA integrity_check` run on two
-//! threads at once, each reading its bytes once.
+//! Validation never writes into a backup. The db copy is opened `immutable`,
+//! so not even a `-shm` appears beside it; hashing and `PRAGMA
+//! integrity_check` run on two threads at once, each reading its bytes once.
+//! A restore validates and stages in one pass (`validate_and_stage`): each
+//! file is copied to its staging path as it is hashed.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +12,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{NoProgress, hash_regular_file};
+use crate::chroma_swap::StagingTree;
+use crate::durable::{CopyFailure, NoProgress, Progress, copy_hashed_reporting_side, hash_regular_file};
 use crate::error::{Error, Result};
 use crate::manifest::{B3SUMS_NAME, BackupManifest};
 use crate::sqlite::integrity_check_copy;
@@ -114,6 +117,33 @@ impl ValidationReport {
 /// None today; the `Result` leaves room for failures that prevent validating
 /// at all.
 pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<ValidationReport> {
+    validate_and_stage(backup_dir, stamp, &StageTo::default(), &NoProgress)
+}
+
+/// Where a restore wants the files it validates copied: it stages the new
+/// runtime beside the live one while validating the backup, so each byte of
+/// the backup is read and hashed once, and the copy is verified by the same
+/// checksum that validates the backup.
+#[derive(Debug, Default)]
+pub(crate) struct StageTo<'a> {
+    /// The temp file beside the live db.
+    pub db: Option<&'a Utf8Path>,
+    /// The staging directory beside the live chroma directory.
+    pub chroma: Option<&'a Utf8Path>,
+}
+
+/// [`validate_backup`], copying files to `stage` as they are hashed.
+///
+/// # Errors
+/// Failing to write a copy is an error (the backup may be fine; the
+/// destination is not); failing to read the backup is in the report. Either
+/// way the caller removes whatever was staged.
+pub(crate) fn validate_and_stage(
+    backup_dir: &Utf8Path,
+    stamp: &Stamp,
+    stage: &StageTo<'_>,
+    progress: &dyn Progress,
+) -> Result<ValidationReport> {
     let dir = backup_dir.join("snapshots").join(stamp.as_str());
     let mut report = ValidationReport::new(stamp, dir.clone());
     match fs::symlink_metadata(&dir) {
@@ -163,15 +193,18 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
     };
     report.check("manifest.stamp", stamp_matches, "");
 
-    let (integrity, hashes) = std::thread::scope(|scope| {
-        let integrity = scope.spawn(|| check_db_integrity(&dir, &manifest.db.path));
-        let hashes = check_all_files(&dir, &manifest);
-        (integrity.join(), hashes)
-    });
-    let integrity = integrity.unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
+    let (db, integrity, hashes) = std::thread::scope(|scope| {
+        let db = scope.spawn(|| check_db(&dir, &manifest, stage.db, progress));
+        let hashes = check_other_files(&dir, &manifest, stage, progress);
+        let db = db
+            .join()
+            .unwrap_or_else(|_| Ok((Err("check panicked".to_owned()), Err("check panicked".to_owned()))));
+        db.map(|(checksum, integrity)| (checksum, integrity, hashes))
+    })?;
+    let hashes = hashes?;
 
     let db_label = format!("db {}", manifest.db.path);
-    let db_checksum_ok = report.check("db.checksum", hashes.db, &db_label);
+    let db_checksum_ok = report.check("db.checksum", db, &db_label);
     let db_integrity_ok = report.check("db.integrity_check", integrity, &db_label);
     report.db_ok = db_checksum_ok && db_integrity_ok;
 
@@ -228,38 +261,102 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
     Ok(report)
 }
 
-/// Per-part outcomes of checking sizes and checksums.
-struct FileChecks {
-    db: std::result::Result<String, String>,
-    registry: Option<std::result::Result<String, String>>,
-    chroma: Vec<(String, std::result::Result<String, String>)>,
+type Outcome = std::result::Result<String, String>;
+
+/// The db's checksum and `integrity_check` outcomes. Unstaged, both run at
+/// once, each reading the file. Staged, the copy is made (and hashed) first
+/// and its integrity checked after: the same bytes as the backup's (their
+/// checksum is the manifest's), and a restore's final check of the db it
+/// renames into place can then rely on this one (see `execute`).
+fn check_db(
+    dir: &Utf8Path,
+    manifest: &BackupManifest,
+    copy_to: Option<&Utf8Path>,
+    progress: &dyn Progress,
+) -> Result<(Outcome, Outcome)> {
+    let record = &manifest.db;
+    let Some(copy) = copy_to else {
+        return std::thread::scope(|scope| {
+            let integrity = scope.spawn(|| check_db_integrity(dir, &record.path));
+            let checksum = check_file(
+                dir,
+                &record.path,
+                record.size_bytes,
+                &record.checksum,
+                None,
+                progress,
+            )?;
+            let integrity = integrity
+                .join()
+                .unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
+            Ok((checksum, integrity))
+        });
+    };
+    let checksum = check_file(
+        dir,
+        &record.path,
+        record.size_bytes,
+        &record.checksum,
+        Some(copy),
+        progress,
+    )?;
+    let integrity = match checksum {
+        Ok(_) => integrity_outcome(copy),
+        Err(_) => Err("not checked: the copy does not match the manifest".to_owned()),
+    };
+    Ok((checksum, integrity))
 }
 
-fn check_all_files(dir: &Utf8Path, manifest: &BackupManifest) -> FileChecks {
-    let db = check_file(
-        dir,
-        &manifest.db.path,
-        manifest.db.size_bytes,
-        &manifest.db.checksum,
-    );
-    let registry = manifest
-        .registry
-        .as_ref()
-        .map(|r| check_file(dir, &r.path, r.size_bytes, &r.checksum));
-    let chroma = manifest
-        .chroma
-        .iter()
-        .flat_map(|c| {
-            c.files.iter().map(move |f| {
-                let relative = format!("{}/{}", c.path, f.path);
-                (
-                    f.path.clone(),
-                    check_file(dir, &relative, f.size_bytes, &f.checksum),
-                )
-            })
-        })
-        .collect();
-    FileChecks { db, registry, chroma }
+/// Per-part outcomes of checking sizes and checksums, the db's aside.
+struct FileChecks {
+    registry: Option<Outcome>,
+    chroma: Vec<(String, Outcome)>,
+}
+
+fn check_other_files(
+    dir: &Utf8Path,
+    manifest: &BackupManifest,
+    stage: &StageTo<'_>,
+    progress: &dyn Progress,
+) -> Result<FileChecks> {
+    let registry = match &manifest.registry {
+        Some(r) => Some(check_file(
+            dir,
+            &r.path,
+            r.size_bytes,
+            &r.checksum,
+            None,
+            progress,
+        )?),
+        None => None,
+    };
+    let mut chroma = Vec::new();
+    if let Some(record) = &manifest.chroma {
+        let tree = match stage.chroma {
+            Some(root) => Some(StagingTree::create(root, record)?),
+            None => None,
+        };
+        for file in &record.files {
+            let relative = format!("{}/{}", record.path, file.path);
+            let copy_to = tree.as_ref().map(|tree| tree.path_of(file));
+            let outcome = check_file(
+                dir,
+                &relative,
+                file.size_bytes,
+                &file.checksum,
+                copy_to.as_deref(),
+                progress,
+            )?;
+            if let (Some(tree), Ok(_)) = (&tree, &outcome) {
+                tree.finish_file(file)?;
+            }
+            chroma.push((file.path.clone(), outcome));
+        }
+        if let Some(tree) = tree {
+            tree.sync()?;
+        }
+    }
+    Ok(FileChecks { registry, chroma })
 }
 
 /// Refuses a path whose any component inside the snapshot is a symlink, so a
@@ -278,27 +375,60 @@ pub(crate) fn resolve_inside(dir: &Utf8Path, relative: &str) -> std::result::Res
     Ok(path)
 }
 
+/// Checks one file's size and checksum, copying it to `copy_to` as it is
+/// hashed when given. The outer `Result` is a copy that could not be
+/// written; the inner one is the check.
 fn check_file(
     dir: &Utf8Path,
     relative: &str,
     size: u64,
     expected: &crate::Checksum,
-) -> std::result::Result<String, String> {
-    let path = resolve_inside(dir, relative)?;
-    let (actual_size, actual) =
-        hash_regular_file(&path, expected.algorithm(), &NoProgress).map_err(|error| error.chain())?;
-    if actual_size != size {
-        return Err(format!("size {actual_size} bytes, manifest records {size}"));
-    }
-    if actual != *expected {
-        return Err("checksum mismatch".to_owned());
-    }
-    Ok(format!("{size} bytes, {expected}"))
+    copy_to: Option<&Utf8Path>,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let path = match resolve_inside(dir, relative) {
+        Ok(path) => path,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let hashed = match copy_to {
+        None => hash_regular_file(&path, expected.algorithm(), progress).map_err(|error| error.chain()),
+        Some(target) => match regular_file(&path) {
+            Err(problem) => Err(problem),
+            Ok(()) => match copy_hashed_reporting_side(&path, target, expected.algorithm(), progress) {
+                Ok(hashed) => Ok(hashed),
+                Err(CopyFailure::Read(error)) => Err(error.chain()),
+                Err(CopyFailure::Write(error)) => return Err(error),
+            },
+        },
+    };
+    let (actual_size, actual) = match hashed {
+        Ok(hashed) => hashed,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    Ok(if actual_size != size {
+        Err(format!("size {actual_size} bytes, manifest records {size}"))
+    } else if actual != *expected {
+        Err("checksum mismatch".to_owned())
+    } else {
+        Ok(format!("{size} bytes, {expected}"))
+    })
 }
 
-fn check_db_integrity(dir: &Utf8Path, relative: &str) -> std::result::Result<String, String> {
-    let path = resolve_inside(dir, relative)?;
-    match integrity_check_copy(&path) {
+/// A FIFO or device planted in a backup would block or never end a copy.
+fn regular_file(path: &Utf8Path) -> std::result::Result<(), String> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!("`{path}` is not a regular file")),
+        Err(error) => Err(Error::Io(error).chain()),
+    }
+}
+
+fn check_db_integrity(dir: &Utf8Path, relative: &str) -> Outcome {
+    integrity_outcome(&resolve_inside(dir, relative)?)
+}
+
+fn integrity_outcome(path: &Utf8Path) -> Outcome {
+    match integrity_check_copy(path) {
         Ok(text) if text == "ok" => Ok(text),
         Ok(text) => Err(format!("integrity_check: {text}")),
         Err(error) => Err(error.chain()),

@@ -83,6 +83,16 @@ fn round_trip_reverses_post_backup_mutations() {
     let report = restore(&runtime, &manifest.stamp, restore_options());
     assert!(report.success, "{report:#?}");
     assert_eq!(report.integrity_check.as_deref(), Some("ok"));
+    let integrity = report
+        .steps
+        .iter()
+        .find(|s| s.step.name() == "integrity_check")
+        .unwrap();
+    assert!(
+        integrity.detail.contains("as the staged copy"),
+        "{}",
+        integrity.detail
+    );
     assert_eq!(runtime.count(COUNT_MARKER), 0);
     assert_eq!(runtime.count("SELECT count(*) FROM memories"), 200);
     assert!(

@@ -67,10 +67,9 @@ fn a_file_size_limit_during_restore_leaves_the_live_runtime_untouched() {
     // Sidecars aside: capturing chroma.sqlite3 checkpoints it, which removes an empty -wal.
     let chroma_before = tree_hashes_without_sidecars(&scratch.paths.chroma_dir);
 
-    // The new db, staged beside the live one, hits the limit; no live file is
-    // touched before every new file is staged, so nothing live changed, no
-    // marker is left, and the pre-restore snapshot (hard links, so within the
-    // limit) has nothing to undo and is removed.
+    // The new db, staged beside the live one while the backup is validated,
+    // hits the limit: an I/O failure (exit 1), not an invalid backup (3), and
+    // nothing live was touched, so no marker and no snapshot are left.
     for no_snapshot in [None, Some("--no-pre-restore-snapshot")] {
         let mut args = vec!["restore", &stamp, "--confirm-service-stopped", "--json"];
         args.extend(no_snapshot);
@@ -78,7 +77,7 @@ fn a_file_size_limit_during_restore_leaves_the_live_runtime_untouched() {
         assert_eq!(output.status.code(), Some(1));
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let failed = failed_step(&report);
-        assert_eq!(failed["step"], "remove_sidecars", "{report}");
+        assert_eq!(failed["step"], "validate_backup", "{report}");
         let detail = failed["detail"].as_str().unwrap();
         assert!(
             detail.contains("File too large") && detail.contains(".atocore.db.restore-tmp"),

@@ -238,7 +238,8 @@ fn a_restore_stopped_after_the_pre_restore_snapshot_removes_it_with_the_runtime_
         .env("ATOCORE_BACKUP_FAULT", "checkpoint-busy")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    // A db someone else holds is a safety refusal (4), as at the gates.
+    assert_eq!(output.status.code(), Some(4));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         atocore_backup_tests::failed_step(&report)["step"],
