@@ -11,9 +11,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 const SHOW_AFTER: Duration = Duration::from_secs(1);
 
+/// Overrides [`SHOW_AFTER`] in milliseconds (0 draws at once): tests see the
+/// bar without making an operation slow on purpose.
+const SHOW_AFTER_ENV: &str = "ATOCORE_BACKUP_PROGRESS_AFTER_MS";
+
 pub struct TerminalProgress {
     bar: ProgressBar,
     started: Instant,
+    show_after: Duration,
     enabled: bool,
     shown: AtomicBool,
 }
@@ -28,6 +33,10 @@ impl TerminalProgress {
         TerminalProgress {
             bar,
             started: Instant::now(),
+            show_after: std::env::var(SHOW_AFTER_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(SHOW_AFTER, Duration::from_millis),
             enabled: std::io::stderr().is_terminal(),
             shown: AtomicBool::new(false),
         }
@@ -37,7 +46,7 @@ impl TerminalProgress {
 impl Progress for TerminalProgress {
     fn advance(&self, bytes: u64) {
         self.bar.inc(bytes);
-        if self.enabled && !self.shown.load(Ordering::Relaxed) && self.started.elapsed() > SHOW_AFTER {
+        if self.enabled && !self.shown.load(Ordering::Relaxed) && self.started.elapsed() >= self.show_after {
             self.shown.store(true, Ordering::Relaxed);
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
         }

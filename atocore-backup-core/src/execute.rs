@@ -199,7 +199,8 @@ struct Executor<'scope, 'env> {
     staged_chroma: Option<Utf8PathBuf>,
     /// Bytes staged, which `check_free_space` counts as already found.
     staged_bytes: u64,
-    /// The staged db, as it was when validation ran `integrity_check` on it.
+    /// The staged db as validation left it: a copy of the db it checked, with
+    /// the same checksum.
     checked_db: Option<FileIdentity>,
     /// Whether any live file has been touched, by this restore or by an
     /// interrupted one; until then a failure can remove the marker, because
@@ -535,7 +536,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                             "the integrity check of `{db_path}` panicked"
                         ))))
                     }),
-                    // Validation checked this very file when it was staged.
+                    // Validation checked these bytes, and staged this file from them.
                     None if unchanged_since_staged => Ok("ok".to_owned()),
                     None => integrity_check_live(db_path),
                 };
@@ -549,7 +550,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     ))));
                 }
                 Ok(Outcome::Done(if unchanged_since_staged {
-                    "ok, when validation checked this file as the staged copy; it is unmodified since"
+                    "ok, when validation checked the backup's db: this file is its verified copy, unmodified since"
                         .to_owned()
                 } else {
                     text

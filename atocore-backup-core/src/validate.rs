@@ -263,11 +263,10 @@ pub(crate) fn validate_and_stage(
 
 type Outcome = std::result::Result<String, String>;
 
-/// The db's checksum and `integrity_check` outcomes. Unstaged, both run at
-/// once, each reading the file. Staged, the copy is made (and hashed) first
-/// and its integrity checked after: the same bytes as the backup's (their
-/// checksum is the manifest's), and a restore's final check of the db it
-/// renames into place can then rely on this one (see `execute`).
+/// The db's checksum and `integrity_check` outcomes, run at once, each
+/// reading the file. When staged, the copy's checksum is the backup's, so it
+/// holds the very bytes checked, and a restore's final check of the db it
+/// renames into place can rely on this one (see `execute`).
 fn check_db(
     dir: &Utf8Path,
     manifest: &BackupManifest,
@@ -275,36 +274,21 @@ fn check_db(
     progress: &dyn Progress,
 ) -> Result<(Outcome, Outcome)> {
     let record = &manifest.db;
-    let Some(copy) = copy_to else {
-        return std::thread::scope(|scope| {
-            let integrity = scope.spawn(|| check_db_integrity(dir, &record.path));
-            let checksum = check_file(
-                dir,
-                &record.path,
-                record.size_bytes,
-                &record.checksum,
-                None,
-                progress,
-            )?;
-            let integrity = integrity
-                .join()
-                .unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
-            Ok((checksum, integrity))
-        });
-    };
-    let checksum = check_file(
-        dir,
-        &record.path,
-        record.size_bytes,
-        &record.checksum,
-        Some(copy),
-        progress,
-    )?;
-    let integrity = match checksum {
-        Ok(_) => integrity_outcome(copy),
-        Err(_) => Err("not checked: the copy does not match the manifest".to_owned()),
-    };
-    Ok((checksum, integrity))
+    std::thread::scope(|scope| {
+        let integrity = scope.spawn(|| check_db_integrity(dir, &record.path));
+        let checksum = check_file(
+            dir,
+            &record.path,
+            record.size_bytes,
+            &record.checksum,
+            copy_to,
+            progress,
+        )?;
+        let integrity = integrity
+            .join()
+            .unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
+        Ok((checksum, integrity))
+    })
 }
 
 /// Per-part outcomes of checking sizes and checksums, the db's aside.
@@ -424,11 +408,8 @@ fn regular_file(path: &Utf8Path) -> std::result::Result<(), String> {
 }
 
 fn check_db_integrity(dir: &Utf8Path, relative: &str) -> Outcome {
-    integrity_outcome(&resolve_inside(dir, relative)?)
-}
-
-fn integrity_outcome(path: &Utf8Path) -> Outcome {
-    match integrity_check_copy(path) {
+    let path = resolve_inside(dir, relative)?;
+    match integrity_check_copy(&path) {
         Ok(text) if text == "ok" => Ok(text),
         Ok(text) => Err(format!("integrity_check: {text}")),
         Err(error) => Err(error.chain()),

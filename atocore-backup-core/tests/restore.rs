@@ -89,7 +89,7 @@ fn round_trip_reverses_post_backup_mutations() {
         .find(|s| s.step.name() == "integrity_check")
         .unwrap();
     assert!(
-        integrity.detail.contains("as the staged copy"),
+        integrity.detail.contains("its verified copy"),
         "{}",
         integrity.detail
     );
