@@ -193,6 +193,10 @@ fn time(mut command: Command, measure_rss: bool) -> (f64, Option<u64>) {
         }
         command = wrapped;
     }
+    // Every command starts with no dirty pages of the one before to write
+    // back (as `hyperfine --prepare sync`): the references never fsync, and
+    // whatever ran next would otherwise pay for their writes.
+    let _ = Command::new("sync").status();
     let started = Instant::now();
     let output = command
         .stdout(Stdio::null())
@@ -461,6 +465,7 @@ fn hot(root: &Utf8Path, samples: &mut Samples) {
         time(ours(root, &["create"]), true),
     );
     let dst = scratch(root).join("copy.db");
+    let _ = Command::new("sync").status();
     let started = Instant::now();
     let status = Command::new("timeout")
         .args(["60", "sqlite3", db.as_str(), &format!(".backup '{dst}'")])
