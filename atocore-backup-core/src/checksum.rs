@@ -12,14 +12,12 @@ use sha2::Digest;
 
 use crate::error::Error;
 
-/// Big enough that hashing and copying run at disk speed and BLAKE3 can
-/// spread each buffer over every core, small enough that memory stays flat
-/// whatever the file size (never mmap: mapped pages of a GiB-sized file would
-/// count as resident memory).
-pub(crate) const BUFFER_SIZE: usize = 8 << 20;
-
-/// Below this, hashing on one thread beats the cost of waking the pool.
-const PARALLEL_HASH_MIN: usize = 256 << 10;
+/// Few syscalls per GiB, and small enough that memory stays flat whatever the file size (never mmap: mapped
+/// pages of a GiB-sized file would count as resident memory). 1 MiB, not
+/// more: on the benchmark machine a 1 GiB copy through 8 MiB writes took
+/// 2.8-4.1 s of kernel time against 0.9-1.9 s through 1 MiB ones
+/// (docs/benchmarks.md).
+pub(crate) const BUFFER_SIZE: usize = 1 << 20;
 
 /// A hash algorithm a manifest may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,9 +122,10 @@ impl Hasher {
 
     pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
-            Hasher::Blake3(hasher) if bytes.len() >= PARALLEL_HASH_MIN => {
-                hasher.update_rayon(bytes);
-            }
+            // One thread: SIMD BLAKE3 hashes about 5 GB/s here, faster than
+            // the bytes arrive. A rayon pool woken for every buffer spun in
+            // `sched_yield` between them, taking the second core from the
+            // copies and the integrity check beside it (docs/benchmarks.md).
             Hasher::Blake3(hasher) => {
                 hasher.update(bytes);
             }
