@@ -8,7 +8,7 @@
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 
-use crate::durable::{Progress, copy_hashed, fsync_dir, rename_durably};
+use crate::durable::{FilesystemFlush, Progress, copy_hashed, fsync_dir, rename_durably};
 use crate::error::{Error, Result};
 use crate::execute::refuse_symlink;
 use crate::faults::{crash_point, injected};
@@ -51,7 +51,7 @@ fn build_chroma_tree(
 /// each file copied into it has its parent, and all are fsynced at the end.
 pub(crate) struct StagingTree {
     root: Utf8PathBuf,
-    dirs: Vec<Utf8PathBuf>,
+    flush: FilesystemFlush,
 }
 
 impl StagingTree {
@@ -62,23 +62,22 @@ impl StagingTree {
             fs::remove_dir_all(root)?;
         }
         fs::create_dir(root)?;
-        let mut dirs = vec![root.to_owned()];
+        let mut made = std::collections::HashSet::new();
         for file in &record.files {
             let parent = parent_or_dot(&root.join(&file.path)).to_owned();
-            if !dirs.contains(&parent) {
+            if made.insert(parent.clone()) {
                 fs::create_dir_all(&parent)?;
-                // Every new directory between root and parent, not just the parent.
-                for dir in parent.ancestors().take_while(|dir| *dir != root) {
-                    if !dirs.iter().any(|known| known == dir) {
-                        dirs.push(dir.to_owned());
-                    }
-                }
             }
         }
         Ok(StagingTree {
+            flush: FilesystemFlush::begin(root)?,
             root: root.to_owned(),
-            dirs,
         })
+    }
+
+    /// The flush that makes the copied files durable.
+    pub(crate) fn flush(&self) -> &FilesystemFlush {
+        &self.flush
     }
 
     /// Where `file` goes.
@@ -94,14 +93,11 @@ impl StagingTree {
         }
     }
 
-    /// Makes every entry durable, deepest directory first so each one's
-    /// entries are on disk before its parent's.
-    pub(crate) fn sync(mut self) -> Result<()> {
-        self.dirs.sort_by_key(|dir| std::cmp::Reverse(dir.as_str().len()));
-        for dir in &self.dirs {
-            fsync_dir(dir)?;
-        }
-        Ok(())
+    /// Makes every file and directory of the tree durable: one `syncfs`.
+    pub(crate) fn sync(self) -> Result<()> {
+        self.flush.finish()?;
+        // The staging directory's own entry, in its parent.
+        fsync_dir(parent_or_dot(&self.root))
     }
 }
 

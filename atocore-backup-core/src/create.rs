@@ -13,7 +13,8 @@ use jiff::Timestamp;
 
 use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{
-    Progress, copy_hashed, create_dir_durably, fsync_dir, hash_and_sync, hash_regular_file, rename_durably,
+    CopyFailure, FilesystemFlush, Progress, copy_hashed, copy_hashed_unflushed, create_dir_durably,
+    fsync_dir, hash_and_sync, hash_regular_file, rename_durably,
 };
 use crate::error::{Error, Result};
 use crate::faults::crash_point;
@@ -433,23 +434,28 @@ fn copy_chroma(
     }
     let target_root = dir.join("chroma");
     fs::create_dir(&target_root)?;
+    let flush = FilesystemFlush::begin(&target_root)?;
     let entries = walk_tree(chroma_dir)?;
     let mut files = Vec::new();
     let mut linked_files = 0;
-    let mut dirs = vec![target_root.clone()];
     for entry in &entries {
         let source = chroma_dir.join(&entry.relative);
         let target = target_root.join(&entry.relative);
         if entry.is_dir {
             fs::create_dir(&target)?;
-            dirs.push(target);
             continue;
         }
         if is_sqlite_sidecar(&entry.relative, &entries) {
             continue;
         }
         if live == LiveAccess::HeldByRestore {
-            files.push(capture_held_file(&entry.relative, &source, &target, progress)?);
+            files.push(capture_held_file(
+                &entry.relative,
+                &source,
+                &target,
+                &flush,
+                progress,
+            )?);
             continue;
         }
         if entry.relative.ends_with(".sqlite3") {
@@ -480,7 +486,7 @@ fn copy_chroma(
             files.push(record);
             continue;
         }
-        let (size_bytes, checksum, mtime_ns) = copy_unchanging(&source, &target, progress)?;
+        let (size_bytes, checksum, mtime_ns) = copy_unchanging(&source, &target, &flush, progress)?;
         files.push(FileRecord {
             path: entry.relative.clone(),
             size_bytes,
@@ -488,9 +494,8 @@ fn copy_chroma(
             source_mtime_ns: Some(mtime_ns),
         });
     }
-    for dir in dirs.iter().rev() {
-        fsync_dir(dir)?;
-    }
+    // Every copied file and new directory, in one go.
+    flush.finish()?;
     Ok(ChromaRecord {
         path: "chroma".to_owned(),
         file_count: files.len() as u64,
@@ -511,6 +516,7 @@ fn capture_held_file(
     relative: &str,
     source: &Utf8Path,
     target: &Utf8Path,
+    flush: &FilesystemFlush,
     progress: &dyn Progress,
 ) -> Result<FileRecord> {
     if relative.ends_with(".sqlite3") {
@@ -535,7 +541,7 @@ fn capture_held_file(
         }
         (size, checksum, before.1)
     } else {
-        copy_unchanging(source, target, progress)?
+        copy_unchanging(source, target, flush, progress)?
     };
     Ok(FileRecord {
         path: relative.to_owned(),
@@ -551,6 +557,7 @@ fn capture_held_file(
 fn copy_unchanging(
     source: &Utf8Path,
     target: &Utf8Path,
+    flush: &FilesystemFlush,
     progress: &dyn Progress,
 ) -> Result<(u64, Checksum, i64)> {
     for attempt in 1..=CHROMA_COPY_ATTEMPTS {
@@ -558,7 +565,8 @@ fn copy_unchanging(
             fs::remove_file(target)?;
         }
         let before = size_and_mtime_ns(source)?;
-        let (size, checksum) = copy_hashed(source, target, Algorithm::Blake3, progress)?;
+        let (size, checksum) = copy_hashed_unflushed(source, target, Algorithm::Blake3, progress, flush)
+            .map_err(CopyFailure::into_error)?;
         let after = size_and_mtime_ns(source)?;
         if before == after && size == after.0 {
             return Ok((size, checksum, after.1));

@@ -50,7 +50,10 @@ pub(crate) fn copy_open_hashed(
     algorithm: Algorithm,
     progress: &dyn Progress,
 ) -> Result<(u64, Checksum)> {
-    copy_reporting_side(source, to, algorithm, progress).map_err(CopyFailure::into_error)
+    let (size, checksum, target) =
+        copy_unflushed(source, to, algorithm, progress).map_err(CopyFailure::into_error)?;
+    target.sync_all()?;
+    Ok((size, checksum))
 }
 
 /// Which side of a copy failed: a restore that stages while it validates
@@ -70,25 +73,64 @@ impl CopyFailure {
     }
 }
 
-/// [`copy_hashed`], saying which side failed.
-pub(crate) fn copy_hashed_reporting_side(
+/// [`copy_hashed`], saying which side failed, and leaving the flush to a
+/// [`FilesystemFlush`] the caller began before the first of many copies.
+pub(crate) fn copy_hashed_unflushed(
     from: &Utf8Path,
     to: &Utf8Path,
     algorithm: Algorithm,
     progress: &dyn Progress,
+    _flushed_by: &FilesystemFlush,
 ) -> std::result::Result<(u64, Checksum), CopyFailure> {
     let source = fs::File::open(from).map_err(|error| CopyFailure::Read(error.into()))?;
-    copy_reporting_side(&source, to, algorithm, progress)
+    copy_unflushed(&source, to, algorithm, progress).map(|(size, checksum, _)| (size, checksum))
 }
 
-fn copy_reporting_side(
+/// One `syncfs` for many new files on one filesystem, instead of an fsync
+/// each: a restore stages hundreds of chroma files, and on ext4 every fsync
+/// is a journal commit. Begun before the files are written: `syncfs`
+/// reports writeback errors since its descriptor was opened (Linux 5.8+).
+pub(crate) struct FilesystemFlush {
+    dir: fs::File,
+}
+
+impl FilesystemFlush {
+    /// Starts watching the filesystem that holds `dir`.
+    pub(crate) fn begin(dir: &Utf8Path) -> Result<FilesystemFlush> {
+        Ok(FilesystemFlush {
+            dir: fs::File::open(dir)?,
+        })
+    }
+
+    /// Writes every file's data and every directory entry on the filesystem
+    /// to disk, and fails if any writeback failed since [`begin`](Self::begin).
+    pub(crate) fn finish(self) -> Result<()> {
+        rustix::fs::syncfs(&self.dir).map_err(|errno| {
+            Error::Io(std::io::Error::new(
+                std::io::Error::from(errno).kind(),
+                format!(
+                    "syncfs of the filesystem holding `{}` failed: {errno}",
+                    self.dir.path().display()
+                ),
+            ))
+        })
+    }
+}
+
+/// Bytes handed to one `copy_file_range` call, then read back and hashed.
+const COPY_CHUNK: usize = 8 << 20;
+
+/// Copies and hashes; the copy, returned open, is not yet flushed to disk.
+fn copy_unflushed(
     mut source: &fs::File,
     to: &Utf8Path,
     algorithm: Algorithm,
     progress: &dyn Progress,
-) -> std::result::Result<(u64, Checksum), CopyFailure> {
+) -> std::result::Result<(u64, Checksum, fs::File), CopyFailure> {
+    use std::os::unix::fs::FileExt;
     let write = |error: std::io::Error| CopyFailure::Write(error.into());
     let mut target = fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .open(to)
@@ -96,6 +138,29 @@ fn copy_reporting_side(
     let mut hasher = Hasher::new(algorithm);
     let mut buffer = vec![0; BUFFER_SIZE];
     let mut total = 0u64;
+    // The kernel copies (a reflink where the filesystem has them), several
+    // times cheaper here than through a buffer (docs/benchmarks.md); each
+    // chunk is read back from the page cache and hashed, so the checksum is
+    // of the bytes the copy holds. Any refusal (another filesystem, an old
+    // kernel) hands over to the plain loop below, from the same offsets.
+    while let Ok(copied) = rustix::fs::copy_file_range(source, None, &target, None, COPY_CHUNK) {
+        if copied == 0 {
+            break;
+        }
+        let end = total + copied as u64;
+        while total < end {
+            let want = usize::try_from(end - total).map_or(buffer.len(), |left| left.min(buffer.len()));
+            target
+                .file()
+                .read_exact_at(&mut buffer[..want], total)
+                .map_err(write)?;
+            hasher.update(&buffer[..want]);
+            total += want as u64;
+        }
+        progress.advance(copied as u64);
+    }
+    // What `copy_file_range` did not copy (nothing, normally; everything
+    // where it is refused): read, hash, write.
     loop {
         let read = match source.read(&mut buffer) {
             Ok(0) => break,
@@ -108,8 +173,7 @@ fn copy_reporting_side(
         total += read as u64;
         progress.advance(read as u64);
     }
-    target.sync_all().map_err(write)?;
-    Ok((total, hasher.finish()))
+    Ok((total, hasher.finish(), target))
 }
 
 /// Hashes a file that must be a regular file (a symlink is refused, not followed).

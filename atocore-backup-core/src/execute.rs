@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::chroma_swap::restore_chroma;
 use crate::create::{CreateOptions, LiveAccess, create_backup_locked, now, snapshot_dir};
 use crate::durable::{
-    Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably, temp_path_for,
+    FilesystemFlush, Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably,
+    temp_path_for,
 };
 use crate::error::{Error, ErrorClass, Result};
 use crate::faults::{crash_point, injected};
@@ -349,8 +350,12 @@ impl<'scope, 'env> Executor<'scope, 'env> {
         // Recorded first, so that whatever part is written is removed on failure.
         self.staged_db = db_temp.clone();
         self.staged_chroma = chroma_root.clone();
+        let db_flush = match &db_temp {
+            Some(temp) => Some(FilesystemFlush::begin(parent_or_dot(temp))?),
+            None => None,
+        };
         let stage = StageTo {
-            db: db_temp.as_deref(),
+            db: db_temp.as_deref().zip(db_flush.as_ref()),
             chroma: chroma_root.as_deref(),
         };
         let report = validate_and_stage(&self.paths.backup_dir, stamp, &stage, self.progress)?;
@@ -359,6 +364,9 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                 stamp: stamp.to_string(),
                 first_error: report.first_error().to_owned(),
             });
+        }
+        if let Some(flush) = db_flush {
+            flush.finish()?;
         }
         if let Some(temp) = &db_temp {
             self.checked_db = Some(FileIdentity::of(temp)?);

@@ -13,7 +13,9 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::chroma_swap::StagingTree;
-use crate::durable::{CopyFailure, NoProgress, Progress, copy_hashed_reporting_side, hash_regular_file};
+use crate::durable::{
+    CopyFailure, FilesystemFlush, NoProgress, Progress, copy_hashed_unflushed, hash_regular_file,
+};
 use crate::error::{Error, Result};
 use crate::manifest::{B3SUMS_NAME, BackupManifest};
 use crate::sqlite::integrity_check_copy;
@@ -124,11 +126,12 @@ pub fn validate_backup(backup_dir: &Utf8Path, stamp: &Stamp) -> Result<Validatio
 /// runtime beside the live one while validating the backup, so each byte of
 /// the backup is read and hashed once, and the copy is verified by the same
 /// checksum that validates the backup.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct StageTo<'a> {
-    /// The temp file beside the live db.
-    pub db: Option<&'a Utf8Path>,
-    /// The staging directory beside the live chroma directory.
+    /// The temp file beside the live db, and the flush the caller finishes
+    /// once validation has passed.
+    pub db: Option<(&'a Utf8Path, &'a FilesystemFlush)>,
+    /// The staging directory beside the live chroma directory (flushed here).
     pub chroma: Option<&'a Utf8Path>,
 }
 
@@ -270,7 +273,7 @@ type Outcome = std::result::Result<String, String>;
 fn check_db(
     dir: &Utf8Path,
     manifest: &BackupManifest,
-    copy_to: Option<&Utf8Path>,
+    copy_to: Option<(&Utf8Path, &FilesystemFlush)>,
     progress: &dyn Progress,
 ) -> Result<(Outcome, Outcome)> {
     let record = &manifest.db;
@@ -322,13 +325,13 @@ fn check_other_files(
         };
         for file in &record.files {
             let relative = format!("{}/{}", record.path, file.path);
-            let copy_to = tree.as_ref().map(|tree| tree.path_of(file));
+            let copy_to = tree.as_ref().map(|tree| (tree.path_of(file), tree.flush()));
             let outcome = check_file(
                 dir,
                 &relative,
                 file.size_bytes,
                 &file.checksum,
-                copy_to.as_deref(),
+                copy_to.as_ref().map(|(path, flush)| (path.as_path(), *flush)),
                 progress,
             )?;
             if let (Some(tree), Ok(_)) = (&tree, &outcome) {
@@ -367,7 +370,7 @@ fn check_file(
     relative: &str,
     size: u64,
     expected: &crate::Checksum,
-    copy_to: Option<&Utf8Path>,
+    copy_to: Option<(&Utf8Path, &FilesystemFlush)>,
     progress: &dyn Progress,
 ) -> Result<Outcome> {
     let path = match resolve_inside(dir, relative) {
@@ -376,9 +379,9 @@ fn check_file(
     };
     let hashed = match copy_to {
         None => hash_regular_file(&path, expected.algorithm(), progress).map_err(|error| error.chain()),
-        Some(target) => match regular_file(&path) {
+        Some((target, flush)) => match regular_file(&path) {
             Err(problem) => Err(problem),
-            Ok(()) => match copy_hashed_reporting_side(&path, target, expected.algorithm(), progress) {
+            Ok(()) => match copy_hashed_unflushed(&path, target, expected.algorithm(), progress, flush) {
                 Ok(hashed) => Ok(hashed),
                 Err(CopyFailure::Read(error)) => Err(error.chain()),
                 Err(CopyFailure::Write(error)) => return Err(error),
