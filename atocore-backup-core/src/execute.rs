@@ -180,8 +180,8 @@ pub fn restore_backup(
     Ok(report)
 }
 
-/// Runs a plan's steps inside a thread scope: the long copies run in the
-/// background while other steps proceed, and none outlives the restore.
+/// Runs a plan's steps inside a thread scope, so that a background check of
+/// the restored db never outlives the restore.
 struct Executor<'scope, 'env> {
     scope: &'scope std::thread::Scope<'scope, 'env>,
     paths: &'env RuntimePaths,
@@ -190,8 +190,9 @@ struct Executor<'scope, 'env> {
     manifest: &'env BackupManifest,
     pre_restore_stamp: Option<Stamp>,
     integrity_check: Option<String>,
-    /// The restored db's `integrity_check`, started as soon as the db is in
-    /// place so that it runs while registry and chroma are restored.
+    /// The restored db's `integrity_check`, when validation's cannot stand
+    /// for it: started as soon as the db is in place, so that it runs while
+    /// registry and chroma are restored.
     integrity_in_progress: Option<std::thread::ScopedJoinHandle<'scope, Result<String>>>,
     /// The new db and chroma tree, copied beside the live ones while the
     /// backup is validated (see `validate_and_stage`); `replace_db` and
