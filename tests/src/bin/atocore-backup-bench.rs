@@ -3,7 +3,7 @@
 //! interleaved in one run, median of N rounds, with peak memory of our commands.
 //!
 //! ```sh
-//! scripts/bench                     # 1 GiB db, 500 MiB chroma, 3 rounds, plot at 64/256/1024 MiB
+//! scripts/bench                     # 1 GiB db, 500 MiB chroma, 5 rounds, plot at 64/256/1024 MiB
 //! scripts/bench --db-mib 256 --chroma-mib 100 --rounds 3 --plot-sizes ""
 //! scripts/bench --setup-only        # build the 1 GiB runtime in target/bench-work and stop
 //! ```
@@ -37,7 +37,7 @@ fn parse_options() -> Options {
         work: Utf8PathBuf::from("target/bench-work"),
         db_mib: 1024,
         chroma_mib: 500,
-        rounds: 3,
+        rounds: 5,
         plot_sizes: vec![64, 256, 1024],
         svg: Utf8PathBuf::from("docs/benchmarks.svg"),
         setup_only: false,
