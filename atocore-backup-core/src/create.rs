@@ -530,7 +530,8 @@ fn capture_held_file(
     }
     let before = size_and_mtime_ns(source)?;
     let (size_bytes, checksum, mtime_ns) = if fs::hard_link(source, target).is_ok() {
-        let (size, checksum) = hash_and_sync(target, Algorithm::Blake3, progress)?;
+        // Made durable with the rest of the tree, by `flush` (same filesystem).
+        let (size, checksum) = hash_regular_file(target, Algorithm::Blake3, progress)?;
         // The service is stopped, so nothing should write; if something
         // does, this snapshot is not what it claims to be.
         if size_and_mtime_ns(source)? != before || size != before.0 {

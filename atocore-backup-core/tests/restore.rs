@@ -428,3 +428,30 @@ fn a_failed_restore_never_removes_the_marker_of_an_earlier_interrupted_one() {
         "the half-restored runtime stays blocked"
     );
 }
+
+#[test]
+#[allow(clippy::print_stderr)] // says why it was skipped
+fn backups_on_another_filesystem_are_copied_where_a_link_is_impossible() {
+    // tmpfs: hard links to the runtime and in-kernel copies from it fail
+    // with EXDEV, so the capture copies and the copies fall back to reading.
+    let Ok(elsewhere) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: skipping");
+        return;
+    };
+    let mut runtime = Runtime::seeded(300);
+    runtime.paths.backup_dir = camino::Utf8PathBuf::from_path_buf(elsewhere.path().to_owned()).unwrap();
+    let manifest = runtime.backup(true);
+    runtime.db().execute(MARKER_SQL, []).unwrap();
+    fs::write(runtime.paths.chroma_dir.join("segment-0001/added.bin"), b"after").unwrap();
+
+    let report = restore(&runtime, &manifest.stamp, restore_options());
+    assert!(report.success, "{report:#?}");
+    assert_eq!(runtime.count(COUNT_MARKER), 0);
+    assert!(!runtime.paths.chroma_dir.join("segment-0001/added.bin").exists());
+    let pre = report.pre_restore_stamp.unwrap();
+    assert!(validate_backup(&runtime.paths.backup_dir, &pre).unwrap().valid);
+    let undo = restore(&runtime, &pre, restore_options());
+    assert!(undo.success, "{undo:#?}");
+    assert_eq!(runtime.count(COUNT_MARKER), 1);
+    assert!(runtime.paths.chroma_dir.join("segment-0001/added.bin").exists());
+}
