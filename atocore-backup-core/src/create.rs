@@ -181,26 +181,39 @@ fn build_snapshot(
     created_at: Timestamp,
     progress: &dyn Progress,
 ) -> Result<BackupManifest> {
-    let db = copy_db(dir, &paths.db_path, live, progress)?;
     // Read once for both kinds of sharing; under the lock nothing adds to it.
     let earlier = crate::list_backups(paths)
         .map(|listing| listing.backups)
         .unwrap_or_default();
-    let db = share_unchanged_db(dir, paths, &earlier, db);
+    // The db is copied page by page through SQLite on one core; chroma is
+    // copied meanwhile on the other. Each records when it was captured, as
+    // it did when they ran one after the other. Not for a db inside the
+    // chroma dir: the chroma copy would open and close its file while
+    // SQLite holds it, which drops SQLite's locks.
+    let alongside = options.include_chroma && !paths.db_path.starts_with(&paths.chroma_dir);
+    let copy_chroma_tree = || {
+        let previous = PreviousChroma::newest(paths, &earlier);
+        copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), live, progress)
+    };
+    let (db, chroma) = std::thread::scope(|scope| {
+        let running = alongside.then(|| scope.spawn(copy_chroma_tree));
+        let db = copy_db(dir, &paths.db_path, live, progress).map(|db| share_unchanged_db(dir, paths, &earlier, db));
+        let chroma = match running {
+            Some(running) => Some(running.join().unwrap_or_else(|_| {
+                Err(Error::Io(std::io::Error::other(format!(
+                    "copying `{}` panicked",
+                    paths.chroma_dir
+                ))))
+            })),
+            None if options.include_chroma && db.is_ok() => Some(copy_chroma_tree()),
+            None => None,
+        };
+        (db, chroma)
+    });
+    let db = db?;
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
-    let chroma = if options.include_chroma {
-        let previous = PreviousChroma::newest(paths, &earlier);
-        Some(copy_chroma(
-            dir,
-            &paths.chroma_dir,
-            previous.as_ref(),
-            live,
-            progress,
-        )?)
-    } else {
-        None
-    };
+    let chroma = chroma.transpose()?;
     crash_point("create.after_chroma");
     let manifest = BackupManifest {
         format_version: FORMAT_VERSION,
