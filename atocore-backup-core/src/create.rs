@@ -197,7 +197,8 @@ fn build_snapshot(
     };
     let (db, chroma) = std::thread::scope(|scope| {
         let running = alongside.then(|| scope.spawn(copy_chroma_tree));
-        let db = copy_db(dir, &paths.db_path, live, progress).map(|db| share_unchanged_db(dir, paths, &earlier, db));
+        let db = copy_db(dir, &paths.db_path, live, progress)
+            .map(|db| share_unchanged_db(dir, paths, &earlier, db));
         let chroma = match running {
             Some(running) => Some(running.join().unwrap_or_else(|_| {
                 Err(Error::Io(std::io::Error::other(format!(
