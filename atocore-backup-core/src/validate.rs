@@ -196,15 +196,42 @@ pub(crate) fn validate_and_stage(
     };
     report.check("manifest.stamp", stamp_matches, "");
 
-    let (db, integrity, hashes) = std::thread::scope(|scope| {
-        let db = scope.spawn(|| check_db(&dir, &manifest, stage.db, progress));
-        let hashes = check_other_files(&dir, &manifest, stage, progress);
-        let db = db
+    // `integrity_check` is the long pole: it gets a core to itself, and the
+    // files are hashed on the other, one after another. A restore's staging
+    // copies are mostly kernel work, and two at once (db, chroma) finish
+    // sooner. When staged, the db copy's checksum is the backup's, so it
+    // holds the very bytes checked, and a restore's final check of the db it
+    // renames into place can rely on this one (see `execute`).
+    let (integrity, checked) = std::thread::scope(|scope| {
+        let integrity = scope.spawn(|| check_db_integrity(&dir, &manifest.db.path));
+        let others_alongside = stage
+            .chroma
+            .is_some()
+            .then(|| scope.spawn(|| check_other_files(&dir, &manifest, stage, progress)));
+        let record = &manifest.db;
+        let db = check_file(
+            &dir,
+            &record.path,
+            record.size_bytes,
+            &record.checksum,
+            stage.db,
+            progress,
+        );
+        let others = match others_alongside {
+            Some(running) => running.join().unwrap_or_else(|_| {
+                Err(Error::Io(std::io::Error::other(
+                    "checking the backup's files panicked",
+                )))
+            }),
+            None if db.is_ok() => check_other_files(&dir, &manifest, stage, progress),
+            None => Ok(FileChecks::default()),
+        };
+        let integrity = integrity
             .join()
-            .unwrap_or_else(|_| Ok((Err("check panicked".to_owned()), Err("check panicked".to_owned()))));
-        db.map(|(checksum, integrity)| (checksum, integrity, hashes))
-    })?;
-    let hashes = hashes?;
+            .unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
+        (integrity, db.and_then(|db| Ok((db, others?))))
+    });
+    let (db, hashes) = checked?;
 
     let db_label = format!("db {}", manifest.db.path);
     let db_checksum_ok = report.check("db.checksum", db, &db_label);
@@ -266,35 +293,8 @@ pub(crate) fn validate_and_stage(
 
 type Outcome = std::result::Result<String, String>;
 
-/// The db's checksum and `integrity_check` outcomes, run at once, each
-/// reading the file. When staged, the copy's checksum is the backup's, so it
-/// holds the very bytes checked, and a restore's final check of the db it
-/// renames into place can rely on this one (see `execute`).
-fn check_db(
-    dir: &Utf8Path,
-    manifest: &BackupManifest,
-    copy_to: Option<(&Utf8Path, &FilesystemFlush)>,
-    progress: &dyn Progress,
-) -> Result<(Outcome, Outcome)> {
-    let record = &manifest.db;
-    std::thread::scope(|scope| {
-        let integrity = scope.spawn(|| check_db_integrity(dir, &record.path));
-        let checksum = check_file(
-            dir,
-            &record.path,
-            record.size_bytes,
-            &record.checksum,
-            copy_to,
-            progress,
-        )?;
-        let integrity = integrity
-            .join()
-            .unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
-        Ok((checksum, integrity))
-    })
-}
-
 /// Per-part outcomes of checking sizes and checksums, the db's aside.
+#[derive(Default)]
 struct FileChecks {
     registry: Option<Outcome>,
     chroma: Vec<(String, Outcome)>,
