@@ -8,7 +8,9 @@
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 
-use crate::durable::{FilesystemFlush, Progress, copy_hashed, fsync_dir, rename_durably};
+use crate::durable::{
+    CopyFailure, FilesystemFlush, Progress, copy_hashed_unflushed, fsync_dir, rename_durably,
+};
 use crate::error::{Error, Result};
 use crate::execute::refuse_symlink;
 use crate::faults::{crash_point, injected};
@@ -33,8 +35,15 @@ fn build_chroma_tree(
                 file.path
             )))
         })?;
-        let target = staging.join(&file.path);
-        let (_, actual) = copy_hashed(&source, &target, file.checksum.algorithm(), progress)?;
+        let target = tree.path_of(file);
+        let (_, actual) = copy_hashed_unflushed(
+            &source,
+            &target,
+            file.checksum.algorithm(),
+            progress,
+            tree.flush(),
+        )
+        .map_err(CopyFailure::into_error)?;
         if actual != file.checksum {
             return Err(Error::ChecksumMismatch {
                 path: source,
@@ -47,8 +56,8 @@ fn build_chroma_tree(
     tree.sync()
 }
 
-/// The directories of a chroma tree being built at a staging path, so that
-/// each file copied into it has its parent, and all are fsynced at the end.
+/// A chroma tree being built at a staging path: every directory its files
+/// need, created up front, and one flush that makes all of it durable.
 pub(crate) struct StagingTree {
     root: Utf8PathBuf,
     flush: FilesystemFlush,
