@@ -105,6 +105,12 @@ pub(crate) fn create_backup_locked(
             path: paths.db_path.clone(),
         });
     }
+    if options.include_chroma && paths.db_path.starts_with(&paths.chroma_dir) {
+        return Err(Error::DbInsideChroma {
+            db: paths.db_path.clone(),
+            chroma: paths.chroma_dir.clone(),
+        });
+    }
     let snapshots = paths.snapshots_dir();
     create_dir_durably(&snapshots)?;
     remove_leftovers(&snapshots)?;
@@ -187,28 +193,25 @@ fn build_snapshot(
         .unwrap_or_default();
     // The db is copied page by page through SQLite on one core; chroma is
     // copied meanwhile on the other. Each records when it was captured, as
-    // it did when they ran one after the other. Not for a db inside the
-    // chroma dir: the chroma copy would open and close its file while
-    // SQLite holds it, which drops SQLite's locks.
-    let alongside = options.include_chroma && !paths.db_path.starts_with(&paths.chroma_dir);
-    let copy_chroma_tree = || {
-        let previous = PreviousChroma::newest(paths, &earlier);
-        copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), live, progress)
-    };
+    // it did when they ran one after the other. (A db inside the chroma dir,
+    // whose file the chroma copy would read, was refused above.)
     let (db, chroma) = std::thread::scope(|scope| {
-        let running = alongside.then(|| scope.spawn(copy_chroma_tree));
+        let chroma = options.include_chroma.then(|| {
+            scope.spawn(|| {
+                let previous = PreviousChroma::newest(paths, &earlier);
+                copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), live, progress)
+            })
+        });
         let db = copy_db(dir, &paths.db_path, live, progress)
             .map(|db| share_unchanged_db(dir, paths, &earlier, db));
-        let chroma = match running {
-            Some(running) => Some(running.join().unwrap_or_else(|_| {
+        let chroma = chroma.map(|running| {
+            running.join().unwrap_or_else(|_| {
                 Err(Error::Io(std::io::Error::other(format!(
                     "copying `{}` panicked",
                     paths.chroma_dir
                 ))))
-            })),
-            None if options.include_chroma && db.is_ok() => Some(copy_chroma_tree()),
-            None => None,
-        };
+            })
+        });
         (db, chroma)
     });
     let db = db?;

@@ -154,6 +154,18 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The db lives inside the chroma directory, so a chroma copy would read
+    /// the live db as a plain file.
+    #[error(
+        "the database `{db}` is inside the chroma directory `{chroma}`; give them separate paths, or the chroma copy would read the live database as a plain file"
+    )]
+    DbInsideChroma {
+        /// The database path.
+        db: Utf8PathBuf,
+        /// The chroma directory.
+        chroma: Utf8PathBuf,
+    },
+
     /// A symlink where only real files and directories are allowed.
     #[error("`{path}` is a symlink; symlinks are refused, not followed")]
     SymlinkRefused {
@@ -265,7 +277,8 @@ impl Error {
             | Error::RestoreInProgress { .. }
             | Error::NotConfirmed { .. }
             | Error::DbInUse { .. }
-            | Error::Refused { .. } => ErrorClass::Refused,
+            | Error::Refused { .. }
+            | Error::DbInsideChroma { .. } => ErrorClass::Refused,
             Error::Busy { .. } => ErrorClass::Busy,
             Error::Io(_)
             | Error::NonUtf8Path { .. }

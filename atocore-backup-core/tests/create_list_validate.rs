@@ -181,6 +181,25 @@ fn a_missing_db_fails_naming_it_and_leaves_nothing() {
 }
 
 #[test]
+fn a_db_inside_the_chroma_dir_is_refused_with_chroma_and_backed_up_without() {
+    let mut runtime = Runtime::seeded(50);
+    let inside = runtime.paths.chroma_dir.join("atocore.db");
+    fs::rename(&runtime.paths.db_path, &inside).unwrap();
+    runtime.paths.db_path = inside;
+    let with_chroma = CreateOptions {
+        include_chroma: true,
+        ..CreateOptions::default()
+    };
+    let error = create_backup(&runtime.paths, &with_chroma, &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::DbInsideChroma { .. }), "{error}");
+    assert!(error.to_string().contains(runtime.paths.db_path.as_str()));
+    assert_no_snapshot_left(&runtime);
+    // Without chroma nothing reads the db but SQLite.
+    let manifest = runtime.backup(false);
+    assert!(validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap().valid);
+}
+
+#[test]
 fn an_unparseable_registry_fails_the_backup_and_leaves_nothing() {
     let runtime = Runtime::seeded(10);
     fs::write(&runtime.paths.registry_path, b"{\"projects\": [").unwrap();

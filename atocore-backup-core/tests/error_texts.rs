@@ -79,6 +79,10 @@ fn every_error_text() {
             path: "/d/chroma/seg/data_level0.bin".into(),
             attempts: 3,
         },
+        Error::DbInsideChroma {
+            db: "/d/chroma/atocore.db".into(),
+            chroma: "/d/chroma".into(),
+        },
         Error::SymlinkRefused {
             path: "/d/chroma/escape".into(),
         },
