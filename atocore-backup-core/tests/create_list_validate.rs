@@ -196,7 +196,11 @@ fn a_db_inside_the_chroma_dir_is_refused_with_chroma_and_backed_up_without() {
     assert_no_snapshot_left(&runtime);
     // Without chroma nothing reads the db but SQLite.
     let manifest = runtime.backup(false);
-    assert!(validate_backup(&runtime.paths.backup_dir, &manifest.stamp).unwrap().valid);
+    assert!(
+        validate_backup(&runtime.paths.backup_dir, &manifest.stamp)
+            .unwrap()
+            .valid
+    );
 }
 
 #[test]
