@@ -102,11 +102,10 @@ impl StagingTree {
         }
     }
 
-    /// Makes every file and directory of the tree durable: one `syncfs`.
+    /// Makes every file and directory of the tree durable, the staging
+    /// directory's own entry in its parent included: one `syncfs`.
     pub(crate) fn sync(self) -> Result<()> {
-        self.flush.finish()?;
-        // The staging directory's own entry, in its parent.
-        fsync_dir(parent_or_dot(&self.root))
+        self.flush.finish()
     }
 }
 

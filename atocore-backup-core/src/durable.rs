@@ -193,12 +193,7 @@ pub(crate) fn hash_regular_file(
             path: path.to_owned(),
         });
     }
-    let file = fs::File::open(path)?;
-    let reader = ProgressReader {
-        inner: file,
-        progress,
-    };
-    Ok(crate::checksum::hash_reader(reader, algorithm)?)
+    hash_open(&fs::File::open(path)?, algorithm, progress)
 }
 
 /// Hashes an open file from its current position to its end.

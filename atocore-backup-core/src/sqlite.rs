@@ -173,6 +173,32 @@ pub(crate) struct Checkpoint {
     pub checkpointed_frames: i64,
 }
 
+impl Checkpoint {
+    /// Runs `PRAGMA wal_checkpoint(TRUNCATE)` on `conn`.
+    fn truncate(conn: &Connection) -> rusqlite::Result<Checkpoint> {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            Ok(Checkpoint {
+                busy: row.get(0)?,
+                log_frames: row.get(1)?,
+                checkpointed_frames: row.get(2)?,
+            })
+        })
+    }
+
+    /// Fails if the checkpoint could not finish: the `-wal` of `path` then
+    /// still holds committed data that someone is using.
+    pub(crate) fn require_complete(self, path: &Utf8Path) -> Result<Checkpoint> {
+        if self.busy == 0 {
+            return Ok(self);
+        }
+        Err(Error::DbInUse {
+            path: path.to_owned(),
+            reason: "wal_checkpoint(TRUNCATE) reported busy = 1, so the -wal still holds committed data"
+                .to_owned(),
+        })
+    }
+}
+
 /// Checks that no other connection holds a lock on the live db: `BEGIN
 /// EXCLUSIVE` must succeed at once. Leaves the files as it found them.
 pub(crate) fn check_exclusive(path: &Utf8Path) -> Result<()> {
@@ -219,15 +245,7 @@ pub(crate) fn checkpoint_truncate(path: &Utf8Path) -> Result<Checkpoint> {
     )
     .map_err(sqlite_error(path))?;
     conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(path))?;
-    let checkpoint = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            Ok(Checkpoint {
-                busy: row.get(0)?,
-                log_frames: row.get(1)?,
-                checkpointed_frames: row.get(2)?,
-            })
-        })
-        .map_err(sqlite_error(path))?;
+    let checkpoint = Checkpoint::truncate(&conn).map_err(sqlite_error(path))?;
     conn.close().map_err(|(_, source)| sqlite_error(path)(source))?;
     Ok(checkpoint)
 }
@@ -279,14 +297,9 @@ fn capture_under_exclusive_lock(
     conn.busy_timeout(Duration::ZERO).map_err(sqlite_error(source))?;
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
         .map_err(sqlite_error(source))?;
-    let busy: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
-        .map_err(|error| in_use(error.to_string()))?;
-    if busy != 0 {
-        return Err(in_use(
-            "wal_checkpoint(TRUNCATE) reported busy = 1, so the -wal still holds committed data".to_owned(),
-        ));
-    }
+    Checkpoint::truncate(&conn)
+        .map_err(|error| in_use(error.to_string()))?
+        .require_complete(source)?;
     // Holds the lock for the whole capture, also for a db not in WAL mode.
     conn.execute_batch("BEGIN EXCLUSIVE")
         .map_err(|error| in_use(error.to_string()))?;

@@ -149,6 +149,16 @@ pub fn failed_step(report: &serde_json::Value) -> &serde_json::Value {
         .unwrap_or_else(|| panic!("no step failed in {report}"))
 }
 
+/// The stamps of a `list --json` listing, newest first.
+pub fn listed_stamps(listing: &serde_json::Value) -> Vec<&str> {
+    listing["backups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no backups array in {listing}"))
+        .iter()
+        .map(|backup| backup["stamp"].as_str().expect("a stamp"))
+        .collect()
+}
+
 /// [`tree_hashes`] without SQLite's `-wal`/`-shm`: what a backup of `dir` records.
 pub fn tree_hashes_without_sidecars(dir: &Utf8Path) -> Vec<(String, String)> {
     tree_hashes(dir)

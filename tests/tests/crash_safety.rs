@@ -260,12 +260,7 @@ fn a_crash_during_delete_never_leaves_a_half_deleted_backup_listed() {
     assert!(!output.status.success());
     let list = scratch.run(&["list", "--json"]);
     let listing: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let stamps: Vec<&str> = listing["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["stamp"].as_str().unwrap())
-        .collect();
+    let stamps = atocore_backup_tests::listed_stamps(&listing);
     assert_eq!(stamps, [kept.as_str()]);
     assert!(
         listing["warnings"]

@@ -190,13 +190,8 @@ fn which_script() -> Result<&'static str, ()> {
 fn a_restored_db_that_fails_integrity_check_fails_the_restore_with_exit_1() {
     let scratch = Scratch::seeded(2_000);
     let stamp = scratch.create(false);
-    let output = scratch
-        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
-        .env("ATOCORE_BACKUP_FAULT", "corrupt-restored-db")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (code, report) = restore_with_fault(&scratch, &stamp, "corrupt-restored-db");
+    assert_eq!(code, Some(1));
     assert_eq!(report["success"], false);
     let integrity = report["integrity_check"].as_str().unwrap();
     assert_ne!(integrity, "ok");
@@ -230,14 +225,9 @@ fn a_restore_stopped_after_the_pre_restore_snapshot_removes_it_with_the_runtime_
         files
     };
     let live_before = live();
-    let output = scratch
-        .cli(&["restore", &stamp, "--confirm-service-stopped", "--json"])
-        .env("ATOCORE_BACKUP_FAULT", "checkpoint-busy")
-        .output()
-        .unwrap();
+    let (code, report) = restore_with_fault(&scratch, &stamp, "checkpoint-busy");
     // A db someone else holds is a safety refusal (4), as at the gates.
-    assert_eq!(output.status.code(), Some(4));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(code, Some(4));
     assert_eq!(
         atocore_backup_tests::failed_step(&report)["step"],
         "checkpoint_wal"
@@ -255,12 +245,7 @@ fn a_restore_stopped_after_the_pre_restore_snapshot_removes_it_with_the_runtime_
     );
     let listing = scratch.run(&["list", "--json"]);
     let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
-    let stamps: Vec<&str> = listing["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["stamp"].as_str().unwrap())
-        .collect();
+    let stamps = atocore_backup_tests::listed_stamps(&listing);
     assert_eq!(stamps, [stamp.as_str()]);
     assert!(!scratch.paths.restore_marker_path().exists());
     assert_eq!(
@@ -270,18 +255,27 @@ fn a_restore_stopped_after_the_pre_restore_snapshot_removes_it_with_the_runtime_
     );
 }
 
-/// `restore <stamp> --confirm-service-stopped --json` with a fault injected;
-/// it must succeed. Returns the report.
-fn restore_json_with_fault(scratch: &Scratch, stamp: &str, fault: &str) -> serde_json::Value {
+/// `restore <stamp> --confirm-service-stopped --json` with a fault injected:
+/// its exit code and its report.
+fn restore_with_fault(scratch: &Scratch, stamp: &str, fault: &str) -> (Option<i32>, serde_json::Value) {
     let output = scratch
         .cli(&["restore", stamp, "--confirm-service-stopped", "--json"])
         .env("ATOCORE_BACKUP_FAULT", fault)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+/// [`restore_with_fault`] for a restore that must succeed. Returns the report.
+fn restore_json_with_fault(scratch: &Scratch, stamp: &str, fault: &str) -> serde_json::Value {
+    let (code, report) = restore_with_fault(scratch, stamp, fault);
+    assert_eq!(code, Some(0), "{report}");
+    report
 }
