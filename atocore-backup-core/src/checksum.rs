@@ -55,6 +55,13 @@ impl Checksum {
     pub fn hex(&self) -> &str {
         &self.hex
     }
+
+    pub(crate) fn from_blake3(hash: &blake3::Hash) -> Checksum {
+        Checksum {
+            algorithm: Algorithm::Blake3,
+            hex: hash.to_hex().to_string(),
+        }
+    }
 }
 
 impl FromStr for Checksum {
@@ -135,10 +142,7 @@ impl Hasher {
 
     pub(crate) fn finish(self) -> Checksum {
         match self {
-            Hasher::Blake3(hasher) => Checksum {
-                algorithm: Algorithm::Blake3,
-                hex: hasher.finalize().to_hex().to_string(),
-            },
+            Hasher::Blake3(hasher) => Checksum::from_blake3(&hasher.finalize()),
             Hasher::Sha256(hasher) => Checksum {
                 algorithm: Algorithm::Sha256,
                 hex: hasher

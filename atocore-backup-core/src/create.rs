@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{
     CopyFailure, FilesystemFlush, Progress, copy_hashed, copy_hashed_unflushed, create_dir_durably,
-    fsync_dir, hash_and_sync, hash_regular_file, rename_durably,
+    fsync_dir, hash_regular_file, rename_durably,
 };
 use crate::error::{Error, Result};
 use crate::faults::crash_point;
@@ -24,7 +24,7 @@ use crate::manifest::{
     MANIFEST_NAME, SourcePaths,
 };
 use crate::paths::RuntimePaths;
-use crate::sqlite::{capture_held_db, online_backup};
+use crate::sqlite::{backup_hashed, capture_held_db};
 use crate::stamp::Stamp;
 use crate::tree::{TreeEntry, walk_tree};
 
@@ -269,13 +269,7 @@ fn copy_db(
     fs::create_dir(dir.join("db"))?;
     let target = dir.join(&relative);
     let (facts, size_bytes, checksum) = match live {
-        LiveAccess::Shared => {
-            let facts = online_backup(db_path, &target)?;
-            // The backup API writes the copy itself, so it is hashed from the
-            // copy (fresh in the page cache), never by reading the live file.
-            let (size_bytes, checksum) = hash_and_sync(&target, Algorithm::Blake3, progress)?;
-            (facts, size_bytes, checksum)
-        }
+        LiveAccess::Shared => backup_hashed(db_path, &target, progress)?,
         LiveAccess::HeldByRestore => capture_held_db(db_path, &target, progress)?,
     };
     let captured_at = now();
@@ -476,8 +470,7 @@ fn copy_chroma(
             continue;
         }
         if entry.relative.ends_with(".sqlite3") {
-            online_backup(&source, &target)?;
-            let (size_bytes, checksum) = hash_and_sync(&target, Algorithm::Blake3, progress)?;
+            let (_, size_bytes, checksum) = backup_hashed(&source, &target, progress)?;
             // Same bytes as the previous copy: share it, as for the main db.
             if let Some(previous) = previous
                 && previous

@@ -44,6 +44,7 @@
 //! A running atocore server holds a [`ServiceLock`]; restores refuse while it
 //! is held, and it cannot be taken while a restore is unfinished.
 
+mod blake3_tree;
 mod checksum;
 mod chroma_swap;
 mod create;

@@ -10,11 +10,12 @@
 use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
+use fs_err as fs;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::checksum::{Algorithm, Checksum};
-use crate::durable::{Progress, copy_open_hashed, hash_open};
+use crate::durable::{Progress, copy_open_hashed, flushing_behind, hash_and_sync};
 use crate::error::{Error, Result, sqlite_error};
 
 /// How often a single-pass backup is retried when the source is locked.
@@ -29,14 +30,39 @@ pub(crate) struct DbFacts {
     pub user_version: i64,
 }
 
-/// Copies `source` into the new file `target` with the online backup API in
-/// one `step(-1)`. The copy is closed but not yet fsynced.
+/// Copies `source` into the new file `target` with [`online_backup`],
+/// flushing behind it, then hashes the copy while the last of it is fsynced.
+/// Returns the copy's facts, size and checksum; the copy is durable, its
+/// directory entry not yet.
+///
+/// The backup API writes the copy itself, so it is hashed from the copy
+/// (fresh in the page cache), never by reading the live file. The copy is
+/// created here and its descriptor kept until SQLite has closed its own:
+/// the flush and the hash use it, and closing a second descriptor of a file
+/// SQLite has open would drop SQLite's locks on it.
+pub(crate) fn backup_hashed(
+    source: &Utf8Path,
+    target: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<(DbFacts, u64, Checksum)> {
+    let copy = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(target)?;
+    let facts = flushing_behind(&copy, || online_backup(source, target))?;
+    let (size_bytes, checksum) = hash_and_sync(&copy, progress)?;
+    Ok((facts, size_bytes, checksum))
+}
+
+/// Copies `source` into `target`, a new or empty file, with the online
+/// backup API in one `step(-1)`. The copy is closed but not yet fsynced.
 ///
 /// A paged copy (100 pages a step, as `.backup` does) restarts whenever
 /// another connection writes, and against a busy writer never finishes; one
 /// step holds a read transaction for the whole copy, so it always captures
 /// one consistent state and never restarts.
-pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFacts> {
+fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFacts> {
     let source_conn = Connection::open_with_flags(
         source,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -91,7 +117,6 @@ pub(crate) fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFa
     target_conn
         .close()
         .map_err(|(_, source)| sqlite_error(target)(source))?;
-    // Not fsynced here: callers fsync while they hash the copy (`hash_and_sync`).
     Ok(facts)
 }
 
@@ -311,9 +336,7 @@ fn capture_under_exclusive_lock(
     let (size_bytes, checksum) = if fs_err::hard_link(source, target).is_ok() {
         // Hashed through the descriptor opened before the connection: the
         // same inode, and no second descriptor to close.
-        let hashed = hash_open(file, Algorithm::Blake3, progress)?;
-        file.sync_all()?;
-        hashed
+        hash_and_sync(file, progress)?
     } else {
         copy_open_hashed(file, target, Algorithm::Blake3, progress)?
     };
