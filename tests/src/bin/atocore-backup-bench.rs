@@ -6,6 +6,7 @@
 //! scripts/bench                     # 1 GiB db, 500 MiB chroma, 5 rounds, plot at 64/256/1024 MiB
 //! scripts/bench --db-mib 256 --chroma-mib 100 --rounds 3 --plot-sizes ""
 //! scripts/bench --setup-only        # build the 1 GiB runtime in target/bench-work and stop
+//! scripts/bench --warm-mib 4096     # touch and free 4 GiB before every timed command (see below)
 //! ```
 //!
 //! It prints a markdown table (seconds, ratios, max RSS) and writes an SVG plot.
@@ -14,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -55,6 +56,7 @@ fn parse_options() -> Options {
             "--db-mib" => options.db_mib = value.parse().unwrap(),
             "--chroma-mib" => options.chroma_mib = value.parse().unwrap(),
             "--rounds" => options.rounds = value.parse().unwrap(),
+            "--warm-mib" => WARM_MIB.set(value.parse().unwrap()).unwrap(),
             "--svg" => options.svg = value.into(),
             "--plot-sizes" => {
                 options.plot_sizes = value
@@ -197,6 +199,7 @@ fn time(mut command: Command, measure_rss: bool) -> (f64, Option<u64>) {
     // back (as `hyperfine --prepare sync`): the references never fsync, and
     // whatever ran next would otherwise pay for their writes.
     let _ = Command::new("sync").status();
+    warm_allocator();
     let started = Instant::now();
     let output = command
         .stdout(Stdio::null())
@@ -214,6 +217,24 @@ fn time(mut command: Command, measure_rss: bool) -> (f64, Option<u64>) {
         .flatten()
         .and_then(|text| text.trim().lines().last().and_then(|l| l.parse().ok()));
     (seconds, rss)
+}
+
+/// MiB touched and freed before every timed command (`--warm-mib`, default 0).
+static WARM_MIB: OnceLock<u64> = OnceLock::new();
+
+/// On a VM that hands free memory back to its host (free page reporting, as
+/// on the CI machine), the first touch of each page after that costs a
+/// host fault: about 3 s per GiB there. A command that frees pages and
+/// reuses them at once (`cp` over a file) then pays less than one that
+/// allocates new ones, whatever either does itself. Touching and freeing
+/// enough memory just before each command gives every command pages the
+/// host already backs, as on a machine without page reporting.
+fn warm_allocator() {
+    let mib = WARM_MIB.get().copied().unwrap_or(0);
+    if mib > 0 {
+        let touched = vec![1u8; usize::try_from(mib << 20).unwrap()];
+        drop(std::hint::black_box(touched));
+    }
 }
 
 fn sh(script: &str) -> Command {
@@ -466,6 +487,7 @@ fn hot(root: &Utf8Path, samples: &mut Samples) {
     );
     let dst = scratch(root).join("copy.db");
     let _ = Command::new("sync").status();
+    warm_allocator();
     let started = Instant::now();
     let status = Command::new("timeout")
         .args(["60", "sqlite3", db.as_str(), &format!(".backup '{dst}'")])
