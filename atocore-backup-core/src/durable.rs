@@ -223,7 +223,7 @@ pub(crate) fn hash_regular_file(
 }
 
 /// Hashes an open file from its current position to its end.
-pub(crate) fn hash_open(
+fn hash_open(
     file: &fs::File,
     algorithm: Algorithm,
     progress: &dyn Progress,
