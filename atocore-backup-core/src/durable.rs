@@ -223,11 +223,7 @@ pub(crate) fn hash_regular_file(
 }
 
 /// Hashes an open file from its current position to its end.
-fn hash_open(
-    file: &fs::File,
-    algorithm: Algorithm,
-    progress: &dyn Progress,
-) -> Result<(u64, Checksum)> {
+fn hash_open(file: &fs::File, algorithm: Algorithm, progress: &dyn Progress) -> Result<(u64, Checksum)> {
     let reader = ProgressReader {
         inner: file,
         progress,

@@ -196,8 +196,8 @@ fn time(mut command: Command, measure_rss: bool) -> (f64, Option<u64>) {
         command = wrapped;
     }
     // Every command starts with no dirty pages of the one before to write
-    // back (as `hyperfine --prepare sync`): the references never fsync, and
-    // whatever ran next would otherwise pay for their writes.
+    // back (as `hyperfine --prepare sync`): `cp` never fsyncs, and whatever
+    // ran next would otherwise pay for its writes.
     let _ = Command::new("sync").status();
     warm_allocator();
     let started = Instant::now();
