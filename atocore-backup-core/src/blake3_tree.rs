@@ -58,6 +58,16 @@ fn hash_in_pieces(
     let pieces = usize::try_from(len.div_ceil(piece_len)).map_err(io::Error::other)?;
     let chaining_values = Mutex::new(vec![None; pieces]);
     let next_piece = AtomicUsize::new(0);
+    let hash_piece = |piece: usize| -> io::Result<()> {
+        let start = piece as u64 * piece_len;
+        let end = (start + piece_len).min(len);
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(start);
+        hash_range(file, start, end, &mut hasher, progress)?;
+        let value = hasher.finalize_non_root();
+        chaining_values.lock().unwrap_or_else(|e| e.into_inner())[piece] = Some(value);
+        Ok(())
+    };
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads.min(pieces))
             .map(|_| {
@@ -67,22 +77,25 @@ fn hash_in_pieces(
                         if piece >= pieces {
                             return Ok(());
                         }
-                        let start = piece as u64 * piece_len;
-                        let end = (start + piece_len).min(len);
-                        let mut hasher = blake3::Hasher::new();
-                        hasher.set_input_offset(start);
-                        hash_range(file, start, end, &mut hasher, progress)?;
-                        let value = hasher.finalize_non_root();
-                        chaining_values.lock().unwrap_or_else(|e| e.into_inner())[piece] = Some(value);
+                        if let Err(error) = hash_piece(piece) {
+                            // The others stop at their next piece: the hash is lost anyway.
+                            next_piece.store(pieces, Ordering::Relaxed);
+                            return Err(error);
+                        }
                     }
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|worker| {
-            worker
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked")))
-        })
+        // Every worker is joined, so none is left to panic the scope.
+        let outcomes: Vec<io::Result<()>> = workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked")))
+            })
+            .collect();
+        outcomes.into_iter().collect::<io::Result<()>>()
     })?;
     let chaining_values: Vec<ChainingValue> = chaining_values
         .into_inner()
