@@ -119,7 +119,7 @@ fn build_runtime(root: &Utf8Path, db_mib: u64, chroma_mib: u64) {
     {
         conn.execute_batch(
             "BEGIN;
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
              INSERT INTO memories (project_id, content, embedding, created_at)
              SELECT 1 + i % 3, 'memory ' || i || ': ' || hex(randomblob(160)), randomblob(2048), '2026-11-26T00:00:00Z' FROM n;
              COMMIT;
@@ -149,13 +149,15 @@ fn build_runtime(root: &Utf8Path, db_mib: u64, chroma_mib: u64) {
     for segment in 0..40 {
         let dir = chroma.join(format!("segment-{segment:04}"));
         fs::create_dir_all(&dir).unwrap();
-        // Mixed sizes: large, medium and small segments around the mean.
-        let scale = [3, 1, 2, 1, 0][segment % 5] as u64;
-        let level0 = (per_segment * (scale + 1) / 2).max(4096);
+        // Mixed sizes: large, medium and small segments around the mean
+        // (weights 4, 2, 3, 2, 1, mean 2.4); data_level0 and link_lists (an
+        // eighth of it) take the segment's share of the budget.
+        let weight = [4, 2, 3, 2, 1][segment % 5] as u64;
+        let level0 = (per_segment * weight * 10 / 27).max(4096);
         for (name, size) in [
             ("data_level0.bin", level0),
             ("link_lists.bin", level0 / 8),
-            ("length.bin", 4096 * (scale + 1)),
+            ("length.bin", 4096 * weight),
             ("header.bin", 100),
             ("index_metadata.pickle", 2048),
         ] {
