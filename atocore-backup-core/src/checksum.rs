@@ -14,9 +14,9 @@ use crate::error::Error;
 
 /// Few syscalls per GiB, and small enough that memory stays flat whatever
 /// the file size (never mmap: mapped pages of a GiB-sized file would count
-/// as resident memory). 1 MiB, not more: on the benchmark machine a 1 GiB copy through 8 MiB writes took
-/// 2.8-4.1 s of kernel time against 0.9-1.9 s through 1 MiB ones
-/// (docs/benchmarks.md).
+/// as resident memory). 1 MiB, not more: on the benchmark machine a 1 GiB
+/// copy through 8 MiB writes took 2.8-4.1 s of kernel time against
+/// 0.9-1.9 s through 1 MiB ones (docs/benchmarks.md).
 pub(crate) const BUFFER_SIZE: usize = 1 << 20;
 
 /// A hash algorithm a manifest may name.

@@ -245,7 +245,7 @@ pub(crate) fn check_exclusive(path: &Utf8Path) -> Result<()> {
         // Sidecars that did not exist before were created by this check (no
         // WAL-mode connection was open, or they would have existed); an
         // empty -wal holds nothing, so both go, and the disk is as it was.
-        let wal_empty = fs_err::metadata(&sidecars[0]).map_or(true, |m| m.len() == 0);
+        let wal_empty = fs::metadata(&sidecars[0]).map_or(true, |m| m.len() == 0);
         if wal_empty {
             for sidecar in &sidecars {
                 crate::durable::remove_if_exists(Utf8Path::new(sidecar))?;
@@ -297,7 +297,7 @@ pub(crate) fn capture_held_db(
     target: &Utf8Path,
     progress: &dyn Progress,
 ) -> Result<(DbFacts, u64, Checksum)> {
-    let file = fs_err::File::open(source)?;
+    let file = fs::File::open(source)?;
     let captured = capture_under_exclusive_lock(&file, source, target, progress);
     // Only now, with the connection closed, may the descriptor go.
     drop(file);
@@ -305,7 +305,7 @@ pub(crate) fn capture_held_db(
 }
 
 fn capture_under_exclusive_lock(
-    file: &fs_err::File,
+    file: &fs::File,
     source: &Utf8Path,
     target: &Utf8Path,
     progress: &dyn Progress,
@@ -329,11 +329,11 @@ fn capture_under_exclusive_lock(
     conn.execute_batch("BEGIN EXCLUSIVE")
         .map_err(|error| in_use(error.to_string()))?;
     let wal = Utf8PathBuf::from(format!("{source}-wal"));
-    if fs_err::metadata(&wal).is_ok_and(|meta| meta.len() > 0) {
+    if fs::metadata(&wal).is_ok_and(|meta| meta.len() > 0) {
         return Err(in_use(format!("`{wal}` is not empty after the checkpoint")));
     }
     let facts = read_facts(&conn).map_err(sqlite_error(source))?;
-    let (size_bytes, checksum) = if fs_err::hard_link(source, target).is_ok() {
+    let (size_bytes, checksum) = if fs::hard_link(source, target).is_ok() {
         // Hashed through the descriptor opened before the connection: the
         // same inode, and no second descriptor to close.
         hash_and_sync(file, progress)?
