@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{Progress, copy_open_hashed, flushing_behind, hash_and_sync};
 use crate::error::{Error, Result, sqlite_error};
+use crate::sqlite_vfs::mapped_vfs;
 
 /// How often a single-pass backup is retried when the source is locked.
 const BUSY_RETRIES: u32 = 50;
@@ -148,11 +149,17 @@ fn read_facts(conn: &Connection) -> rusqlite::Result<DbFacts> {
 /// it: validation must never modify a backup.
 pub(crate) fn open_immutable(path: &Utf8Path) -> Result<Connection> {
     let uri = format!("file:{}?immutable=1", uri_escape(path.as_str()));
-    Connection::open_with_flags(
-        uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite_error(path))
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let Some(vfs) = mapped_vfs() else {
+        return Connection::open_with_flags(uri, flags).map_err(sqlite_error(path));
+    };
+    let conn = Connection::open_with_flags_and_vfs(uri, flags, vfs).map_err(sqlite_error(path))?;
+    // Any positive size lets SQLite fetch pages, which `mapped_vfs` maps a
+    // few chunks at a time, never the whole file.
+    conn.pragma_update(None, "mmap_size", i64::MAX)
+        .map_err(sqlite_error(path))?;
+    Ok(conn)
 }
 
 fn uri_escape(path: &str) -> String {
