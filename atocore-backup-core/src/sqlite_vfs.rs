@@ -114,7 +114,8 @@ unsafe extern "C" fn open(
             // Unwrapped, a positive `mmap_size` would let the default VFS map
             // the whole file: fail the open rather than that.
             None => {
-                if let Some(default_close) = (*(*file).pMethods).xClose {
+                let default_methods = (*file).pMethods;
+                if let Some(default_close) = default_methods.as_ref().and_then(|methods| methods.xClose) {
                     default_close(file);
                 }
                 (*file).pMethods = ptr::null();
@@ -194,14 +195,12 @@ unsafe extern "C" fn fetch(
         // SQLite reads the page instead.
         return ffi::SQLITE_OK;
     };
-    match chunks.fetch(offset, amount) {
-        Ok(Some(mapped)) => {
-            *page = mapped.as_ptr().cast();
-            ffi::SQLITE_OK
-        }
-        Ok(None) => ffi::SQLITE_OK,
-        Err(_) => ffi::SQLITE_IOERR_MMAP,
+    // A map that fails (address space, the process's map count) leaves the
+    // page to SQLite's read, as a page outside every chunk is.
+    if let Ok(Some(mapped)) = chunks.fetch(offset, amount) {
+        *page = mapped.as_ptr().cast();
     }
+    ffi::SQLITE_OK
 }
 
 unsafe extern "C" fn unfetch(
