@@ -181,23 +181,25 @@ mod tests {
 
     const PAGE: usize = 4096;
 
-    fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+    /// A temp file of `len` bytes, the bytes, and chunks over it.
+    fn mapped_file(len: usize) -> (tempfile::NamedTempFile, Vec<u8>, MappedChunks) {
         let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ (i / 4096) as u8).collect();
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(&bytes).expect("write temp file");
-        (file, bytes)
+        let opened = File::open(file.path()).expect("open temp file");
+        let chunks = MappedChunks::new(opened, len as u64);
+        (file, bytes, chunks)
     }
 
-    fn chunks_of(file: &tempfile::NamedTempFile, len: usize) -> MappedChunks {
-        let opened = File::open(file.path()).expect("open temp file");
-        MappedChunks::new(opened, len as u64)
+    /// The page at `offset`, asked for as a walk would ask: enough times in a
+    /// row for its chunk to be mapped.
+    fn fetch_in_a_run(chunks: &mut MappedChunks, offset: u64) -> Option<NonNull<u8>> {
+        (0..RUN_BEFORE_MAPPING).find_map(|_| chunks.fetch(offset, PAGE).expect("map"))
     }
 
     /// The page at `offset` as the map shows it, with the 256 bytes after it.
     fn fetched(chunks: &mut MappedChunks, offset: usize) -> Vec<u8> {
-        let page = (0..RUN_BEFORE_MAPPING)
-            .find_map(|_| chunks.fetch(offset as u64, PAGE).expect("map"))
-            .expect("page within a chunk");
+        let page = fetch_in_a_run(chunks, offset as u64).expect("page within a chunk");
         // SAFETY: `fetch` promises PAGE + 256 readable bytes until `release`.
         let bytes = unsafe { std::slice::from_raw_parts(page.as_ptr(), PAGE + OVERREAD as usize) }.to_vec();
         chunks.release(offset as u64);
@@ -207,8 +209,7 @@ mod tests {
     #[test]
     fn every_page_reads_as_the_file_with_room_after_it() {
         let len = 3 * CHUNK as usize + 5 * PAGE;
-        let (file, bytes) = file_of(len);
-        let mut chunks = chunks_of(&file, len);
+        let (_file, bytes, mut chunks) = mapped_file(len);
         let pages = len / PAGE;
         for page in (0..pages - 1).rev().chain(0..pages - 1) {
             let offset = page * PAGE;
@@ -223,8 +224,7 @@ mod tests {
     #[test]
     fn the_last_page_and_reads_past_the_end_are_left_to_the_caller() {
         let len = CHUNK as usize + 3 * PAGE;
-        let (file, _) = file_of(len);
-        let mut chunks = chunks_of(&file, len);
+        let (_file, _, mut chunks) = mapped_file(len);
         let last = (len - PAGE) as u64;
         assert!(chunks.fetch(last, PAGE).expect("no map needed").is_none());
         assert!(chunks.fetch(len as u64, PAGE).expect("no map needed").is_none());
@@ -234,14 +234,13 @@ mod tests {
         );
         // The chunk's last page has the next chunk's first bytes after it.
         let last_of_chunk = CHUNK - PAGE as u64;
-        assert!((0..RUN_BEFORE_MAPPING).any(|_| chunks.fetch(last_of_chunk, PAGE).expect("map").is_some()));
+        assert!(fetch_in_a_run(&mut chunks, last_of_chunk).is_some());
     }
 
     #[test]
     fn scattered_pages_are_left_to_the_caller_and_runs_are_mapped() {
         let len = 8 * CHUNK as usize + PAGE;
-        let (file, _) = file_of(len);
-        let mut chunks = chunks_of(&file, len);
+        let (_file, _, mut chunks) = mapped_file(len);
         let scattered: Vec<usize> = (0..200).map(|i| (i * 1031) % (len / PAGE - 1)).collect();
         for &page in &scattered {
             let fetched = chunks.fetch((page * PAGE) as u64, PAGE).expect("no map needed");
@@ -263,8 +262,7 @@ mod tests {
     #[test]
     fn idle_chunks_are_unmapped_beyond_the_few_kept() {
         let len = 20 * CHUNK as usize + PAGE;
-        let (file, _) = file_of(len);
-        let mut chunks = chunks_of(&file, len);
+        let (_file, _, mut chunks) = mapped_file(len);
         for chunk in 0..20 {
             fetched(&mut chunks, chunk * CHUNK as usize);
             assert!(
@@ -280,11 +278,8 @@ mod tests {
     #[test]
     fn a_chunk_with_a_page_out_stays_mapped() {
         let len = 20 * CHUNK as usize + PAGE;
-        let (file, bytes) = file_of(len);
-        let mut chunks = chunks_of(&file, len);
-        let held = (0..RUN_BEFORE_MAPPING)
-            .find_map(|_| chunks.fetch(PAGE as u64, PAGE).expect("map"))
-            .expect("page");
+        let (_file, bytes, mut chunks) = mapped_file(len);
+        let held = fetch_in_a_run(&mut chunks, PAGE as u64).expect("page");
         for chunk in 1..20 {
             fetched(&mut chunks, chunk * CHUNK as usize);
         }
