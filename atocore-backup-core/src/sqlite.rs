@@ -146,7 +146,8 @@ fn read_facts(conn: &Connection) -> rusqlite::Result<DbFacts> {
 }
 
 /// Opens a backup copy so that nothing, not even a `-shm`, is written beside
-/// it: validation must never modify a backup.
+/// it: validation must never modify a backup. SQLite reads its pages through
+/// the `atocore-mapped` VFS, which maps a few chunks of it at a time.
 pub(crate) fn open_immutable(path: &Utf8Path) -> Result<Connection> {
     let uri = format!("file:{}?immutable=1", uri_escape(path.as_str()));
     let flags =
@@ -187,9 +188,9 @@ pub(crate) fn integrity_check(conn: &Connection, path: &Utf8Path) -> Result<Stri
     Ok(lines.join("\n"))
 }
 
-/// Integrity of a backup copy, opened immutable. SQLite's default page
-/// cache: a larger one measured no faster (docs/benchmarks.md), and mmap
-/// would count the whole file as resident memory.
+/// Integrity of a backup copy, opened immutable, so its pages are read in
+/// place from mapped chunks (`sqlite_vfs`). SQLite's default page cache: a
+/// larger one measured no faster (docs/benchmarks.md).
 pub(crate) fn integrity_check_copy(path: &Utf8Path) -> Result<String> {
     let conn = open_immutable(path)?;
     integrity_check(&conn, path)
