@@ -27,6 +27,7 @@ use crate::paths::RuntimePaths;
 use crate::sqlite::{backup_hashed, capture_held_db};
 use crate::stamp::Stamp;
 use crate::tree::{TreeEntry, walk_tree};
+use crate::work_queue::WorkQueue;
 
 /// How many times a chroma file that changed while being copied is copied.
 const CHROMA_COPY_ATTEMPTS: u32 = 3;
@@ -192,19 +193,37 @@ fn build_snapshot(
         .map(|listing| listing.backups)
         .unwrap_or_default();
     // The db is copied page by page through SQLite on one core; chroma is
-    // copied meanwhile on the other. Each records when it was captured, as
-    // it did when they ran one after the other. (A db inside the chroma dir,
-    // whose file the chroma copy would read, was refused above.)
-    let (db, chroma) = std::thread::scope(|scope| {
-        let chroma = options.include_chroma.then(|| {
-            scope.spawn(|| {
-                let previous = PreviousChroma::newest(paths, &earlier);
-                copy_chroma(dir, &paths.chroma_dir, previous.as_ref(), live, progress)
-            })
-        });
+    // copied meanwhile on the other, and the db's thread joins in once its
+    // copy is done (a small db beside a large tree). Each records when it
+    // was captured, as it did when they ran one after the other. (A db inside
+    // the chroma dir, whose file the chroma copy would read, was refused
+    // above.)
+    let chroma = match options.include_chroma {
+        true => Some(ChromaCopy::prepare(
+            dir,
+            &paths.chroma_dir,
+            PreviousChroma::newest(paths, &earlier),
+            live,
+        )?),
+        false => None,
+    };
+    let queue = chroma.as_ref().map(|chroma| WorkQueue::new(&chroma.files));
+    let copy_files = || match (&chroma, &queue) {
+        (Some(chroma), Some(queue)) => queue.work_until_done(|relative| chroma.copy_file(relative, progress)),
+        _ => Ok(()),
+    };
+    let (db, copied) = std::thread::scope(|scope| {
+        let alongside = queue.is_some().then(|| scope.spawn(copy_files));
         let db = copy_db(dir, &paths.db_path, live, progress)
             .map(|db| share_unchanged_db(dir, paths, &earlier, db));
-        let chroma = chroma.map(|running| {
+        let mine = if db.is_ok() {
+            copy_files()
+        } else {
+            // The backup has failed: the chroma thread stops at its next file.
+            queue.iter().for_each(WorkQueue::stop);
+            Ok(())
+        };
+        let alongside = alongside.map_or(Ok(()), |running| {
             running.join().unwrap_or_else(|_| {
                 Err(Error::Io(std::io::Error::other(format!(
                     "copying `{}` panicked",
@@ -212,12 +231,14 @@ fn build_snapshot(
                 ))))
             })
         });
-        (db, chroma)
+        (db, mine.and(alongside))
     });
     let db = db?;
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
-    let chroma = chroma.transpose()?;
+    copied?;
+    let copied_files = queue.map(WorkQueue::into_results).unwrap_or_default();
+    let chroma = chroma.map(|chroma| chroma.finish(copied_files)).transpose()?;
     crash_point("create.after_chroma");
     let manifest = BackupManifest {
         format_version: FORMAT_VERSION,
@@ -430,93 +451,119 @@ fn size_and_mtime_ns(path: &Utf8Path) -> Result<(u64, i64)> {
     ))
 }
 
-fn copy_chroma(
-    dir: &Utf8Path,
-    chroma_dir: &Utf8Path,
-    previous: Option<&PreviousChroma>,
+/// A chroma tree being copied into a snapshot: its directories made up
+/// front, its files copied (or linked) one by one by whichever thread takes
+/// them from a [`WorkQueue`] over `files`.
+struct ChromaCopy<'a> {
+    chroma_dir: &'a Utf8Path,
+    target_root: Utf8PathBuf,
+    previous: Option<PreviousChroma>,
     live: LiveAccess,
-    progress: &dyn Progress,
-) -> Result<ChromaRecord> {
-    let meta = fs::symlink_metadata(chroma_dir)?;
-    if meta.file_type().is_symlink() {
-        return Err(Error::SymlinkRefused {
-            path: chroma_dir.to_owned(),
-        });
+    flush: FilesystemFlush,
+    /// Every file to copy, relative to the chroma dir, in the tree's order.
+    files: Vec<String>,
+}
+
+impl<'a> ChromaCopy<'a> {
+    /// Lists `chroma_dir` and makes its directories under `dir/chroma`.
+    fn prepare(
+        dir: &Utf8Path,
+        chroma_dir: &'a Utf8Path,
+        previous: Option<PreviousChroma>,
+        live: LiveAccess,
+    ) -> Result<Self> {
+        let meta = fs::symlink_metadata(chroma_dir)?;
+        if meta.file_type().is_symlink() {
+            return Err(Error::SymlinkRefused {
+                path: chroma_dir.to_owned(),
+            });
+        }
+        let target_root = dir.join("chroma");
+        fs::create_dir(&target_root)?;
+        let flush = FilesystemFlush::begin(&target_root)?;
+        let entries = walk_tree(chroma_dir)?;
+        let mut files = Vec::new();
+        for entry in &entries {
+            if entry.is_dir {
+                fs::create_dir(target_root.join(&entry.relative))?;
+            } else if !is_sqlite_sidecar(&entry.relative, &entries) {
+                files.push(entry.relative.clone());
+            }
+        }
+        Ok(ChromaCopy {
+            chroma_dir,
+            target_root,
+            previous,
+            live,
+            flush,
+            files,
+        })
     }
-    let target_root = dir.join("chroma");
-    fs::create_dir(&target_root)?;
-    let flush = FilesystemFlush::begin(&target_root)?;
-    let entries = walk_tree(chroma_dir)?;
-    let mut files = Vec::new();
-    let mut linked_files = 0;
-    for entry in &entries {
-        let source = chroma_dir.join(&entry.relative);
-        let target = target_root.join(&entry.relative);
-        if entry.is_dir {
-            fs::create_dir(&target)?;
-            continue;
+
+    /// Copies one file, or links the previous backup's copy of it. Returns
+    /// its record and whether it was linked.
+    fn copy_file(&self, relative: &String, progress: &dyn Progress) -> Result<(FileRecord, bool)> {
+        let source = self.chroma_dir.join(relative);
+        let target = self.target_root.join(relative);
+        if self.live == LiveAccess::HeldByRestore {
+            let record = capture_held_file(relative, &source, &target, &self.flush, progress)?;
+            return Ok((record, false));
         }
-        if is_sqlite_sidecar(&entry.relative, &entries) {
-            continue;
-        }
-        if live == LiveAccess::HeldByRestore {
-            files.push(capture_held_file(
-                &entry.relative,
-                &source,
-                &target,
-                &flush,
-                progress,
-            )?);
-            continue;
-        }
-        if entry.relative.ends_with(".sqlite3") {
+        if relative.ends_with(".sqlite3") {
             let (_, size_bytes, checksum) = backup_hashed(&source, &target, progress)?;
             // Same bytes as the previous copy: share it, as for the main db.
-            if let Some(previous) = previous
-                && previous
+            let linked = self.previous.as_ref().is_some_and(|previous| {
+                previous
                     .files
-                    .get(&entry.relative)
+                    .get(relative)
                     .is_some_and(|r| r.checksum == checksum && r.size_bytes == size_bytes)
-                && replace_with_link(&previous.root, &entry.relative, &target)
-            {
-                linked_files += 1;
-            }
-            files.push(FileRecord {
-                path: entry.relative.clone(),
+                    && replace_with_link(&previous.root, relative, &target)
+            });
+            let record = FileRecord {
+                path: relative.clone(),
                 size_bytes,
                 checksum,
                 source_mtime_ns: None,
-            });
-            continue;
+            };
+            return Ok((record, linked));
         }
-        if let Some(previous) = previous
-            && let Some(record) = previous.link_if_unchanged(&entry.relative, &source, &target, progress)?
+        if let Some(previous) = &self.previous
+            && let Some(record) = previous.link_if_unchanged(relative, &source, &target, progress)?
         {
-            linked_files += 1;
-            files.push(record);
-            continue;
+            return Ok((record, true));
         }
-        let (size_bytes, checksum, mtime_ns) = copy_unchanging(&source, &target, &flush, progress)?;
-        files.push(FileRecord {
-            path: entry.relative.clone(),
+        let (size_bytes, checksum, mtime_ns) = copy_unchanging(&source, &target, &self.flush, progress)?;
+        let record = FileRecord {
+            path: relative.clone(),
             size_bytes,
             checksum,
             source_mtime_ns: Some(mtime_ns),
-        });
+        };
+        Ok((record, false))
     }
-    // Every copied file and new directory, in one go.
-    flush.finish()?;
-    Ok(ChromaRecord {
-        path: "chroma".to_owned(),
-        file_count: files.len() as u64,
-        total_bytes: files.iter().map(|f| f.size_bytes).sum(),
-        captured_at: now(),
-        files,
-        linked_from: (linked_files > 0)
-            .then(|| previous.map(|p| p.stamp.clone()))
-            .flatten(),
-        linked_files,
-    })
+
+    /// Makes every copied file and new directory durable (one `syncfs`) and
+    /// records the tree, given every file's outcome in `files`' order.
+    fn finish(self, copied: Vec<Option<(FileRecord, bool)>>) -> Result<ChromaRecord> {
+        self.flush.finish()?;
+        let copied: Vec<(FileRecord, bool)> = copied
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::Io(std::io::Error::other("a chroma file was not copied")))?;
+        let linked_files = copied.iter().filter(|(_, linked)| *linked).count() as u64;
+        let files: Vec<FileRecord> = copied.into_iter().map(|(record, _)| record).collect();
+        Ok(ChromaRecord {
+            path: "chroma".to_owned(),
+            file_count: files.len() as u64,
+            total_bytes: files.iter().map(|f| f.size_bytes).sum(),
+            captured_at: now(),
+            files,
+            linked_from: (linked_files > 0)
+                .then(|| self.previous.map(|p| p.stamp))
+                .flatten(),
+            linked_files,
+        })
+    }
 }
 
 /// One chroma file of a runtime a restore holds (see

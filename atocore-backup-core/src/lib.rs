@@ -70,6 +70,7 @@ mod sqlite_vfs;
 mod stamp;
 mod tree;
 mod validate;
+mod work_queue;
 
 pub use checksum::{Algorithm, Checksum};
 pub use create::{CreateOptions, create_backup};

@@ -21,6 +21,7 @@ use crate::manifest::{B3SUMS_NAME, BackupManifest};
 use crate::sqlite::integrity_check_copy;
 use crate::stamp::Stamp;
 use crate::tree::walk_tree;
+use crate::work_queue::WorkQueue;
 
 /// The outcome of validating one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,18 +197,26 @@ pub(crate) fn validate_and_stage(
     };
     report.check("manifest.stamp", stamp_matches, "");
 
-    // `integrity_check` is the long pole: it gets a core to itself, and the
-    // files are hashed on the other, one after another. A restore's staging
-    // copies are mostly kernel work, and two at once (db, chroma) finish
-    // sooner. When staged, the db copy's checksum is the backup's, so it
-    // holds the very bytes checked, and a restore's final check of the db it
-    // renames into place can rely on this one (see `execute`).
+    // `integrity_check` gets a thread of its own; the db file is hashed on
+    // this one, then the registry. Chroma files are a queue that every thread
+    // with nothing else left to do takes from: with a large db the check is
+    // the long pole and the queue is empty before it ends; with a small db
+    // and a large chroma tree, both cores hash chroma. A restore's staging
+    // copies are mostly kernel work, so one thread copies chroma from the
+    // start, beside the db's copy. When staged, the db copy's checksum is the
+    // backup's, so it holds the very bytes checked, and a restore's final
+    // check of the db it renames into place can rely on this one (see
+    // `execute`).
+    let chroma = ChromaQueue::new(&dir, &manifest, stage, progress)?;
     let (integrity, checked) = std::thread::scope(|scope| {
-        let integrity = scope.spawn(|| check_db_integrity(&dir, &manifest.db.path));
-        let others_alongside = stage
+        let integrity = scope.spawn(|| {
+            let integrity = check_db_integrity(&dir, &manifest.db.path);
+            (integrity, chroma.check_until_done())
+        });
+        let alongside = stage
             .chroma
             .is_some()
-            .then(|| scope.spawn(|| check_other_files(&dir, &manifest, stage, progress)));
+            .then(|| scope.spawn(|| chroma.check_until_done()));
         let record = &manifest.db;
         let db = check_file(
             &dir,
@@ -217,28 +226,51 @@ pub(crate) fn validate_and_stage(
             stage.db,
             progress,
         );
-        let others = match others_alongside {
-            Some(running) => running.join().unwrap_or_else(|_| {
-                Err(Error::Io(std::io::Error::other(
-                    "checking the backup's files panicked",
-                )))
-            }),
-            None if db.is_ok() => check_other_files(&dir, &manifest, stage, progress),
-            None => Ok(FileChecks::default()),
+        let registry = match (&db, &manifest.registry) {
+            (Ok(_), Some(registry)) => check_file(
+                &dir,
+                &registry.path,
+                registry.size_bytes,
+                &registry.checksum,
+                None,
+                progress,
+            )
+            .map(Some),
+            _ => Ok(None),
         };
-        let integrity = integrity
+        let mine = if db.is_ok() && registry.is_ok() {
+            chroma.check_until_done()
+        } else {
+            // A copy that cannot be written ends the staging: the others stop too.
+            chroma.stop();
+            Ok(())
+        };
+        let alongside = alongside.map_or(Ok(()), |running| {
+            running
+                .join()
+                .unwrap_or_else(|_| Err(Error::Io(std::io::Error::other("checking chroma files panicked"))))
+        });
+        let (integrity, behind_integrity) = integrity
             .join()
-            .unwrap_or_else(|_| Err("integrity check panicked".to_owned()));
-        (integrity, db.and_then(|db| Ok((db, others?))))
+            .unwrap_or_else(|_| (Err("integrity check panicked".to_owned()), Ok(())));
+        let checked = db.and_then(|db| {
+            let registry = registry?;
+            mine?;
+            alongside?;
+            behind_integrity?;
+            Ok((db, registry))
+        });
+        (integrity, checked)
     });
-    let (db, hashes) = checked?;
+    let (db, registry) = checked?;
+    let chroma_outcomes = chroma.finish()?;
 
     let db_label = format!("db {}", manifest.db.path);
     let db_checksum_ok = report.check("db.checksum", db, &db_label);
     let db_integrity_ok = report.check("db.integrity_check", integrity, &db_label);
     report.db_ok = db_checksum_ok && db_integrity_ok;
 
-    if let (Some(record), Some(checksum)) = (&manifest.registry, hashes.registry) {
+    if let (Some(record), Some(checksum)) = (&manifest.registry, registry) {
         let label = format!("registry {}", record.path);
         let checksum_ok = report.check("registry.checksum", checksum, &label);
         let json_ok =
@@ -248,7 +280,7 @@ pub(crate) fn validate_and_stage(
 
     if let Some(chroma) = &manifest.chroma {
         let mut failed = 0;
-        for (path, outcome) in hashes.chroma {
+        for (path, outcome) in chroma_outcomes {
             if let Err(problem) = outcome {
                 failed += 1;
                 report.errors.push(format!("chroma file {path}: {problem}"));
@@ -293,57 +325,94 @@ pub(crate) fn validate_and_stage(
 
 type Outcome = std::result::Result<String, String>;
 
-/// Per-part outcomes of checking sizes and checksums, the db's aside.
-#[derive(Default)]
-struct FileChecks {
-    registry: Option<Outcome>,
-    chroma: Vec<(String, Outcome)>,
+/// A snapshot's chroma files, checked (and staged, for a restore) by every
+/// thread that calls [`check_until_done`](Self::check_until_done).
+struct ChromaQueue<'a> {
+    dir: &'a Utf8Path,
+    files: &'a [crate::FileRecord],
+    /// The chroma directory inside the snapshot, as the manifest names it.
+    path: &'a str,
+    staging: Option<StagingTree>,
+    queue: WorkQueue<'a, crate::FileRecord, Outcome>,
+    progress: &'a dyn Progress,
 }
 
-fn check_other_files(
-    dir: &Utf8Path,
-    manifest: &BackupManifest,
-    stage: &StageTo<'_>,
-    progress: &dyn Progress,
-) -> Result<FileChecks> {
-    let registry = match &manifest.registry {
-        Some(r) => Some(check_file(
-            dir,
-            &r.path,
-            r.size_bytes,
-            &r.checksum,
-            None,
-            progress,
-        )?),
-        None => None,
-    };
-    let mut chroma = Vec::new();
-    if let Some(record) = &manifest.chroma {
-        let tree = match stage.chroma {
-            Some(root) => Some(StagingTree::create(root, record)?),
-            None => None,
-        };
-        for file in &record.files {
-            let relative = format!("{}/{}", record.path, file.path);
-            let copy_to = tree.as_ref().map(|tree| (tree.path_of(file), tree.flush()));
-            let outcome = check_file(
-                dir,
-                &relative,
-                file.size_bytes,
-                &file.checksum,
-                copy_to.as_ref().map(|(path, flush)| (path.as_path(), *flush)),
-                progress,
-            )?;
-            if let (Some(tree), Ok(_)) = (&tree, &outcome) {
-                tree.finish_file(file)?;
+impl<'a> ChromaQueue<'a> {
+    /// The queue of `manifest`'s chroma files (empty without chroma),
+    /// creating the staging tree when `stage` asks for one.
+    fn new(
+        dir: &'a Utf8Path,
+        manifest: &'a BackupManifest,
+        stage: &StageTo<'_>,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        let (files, path, staging) = match &manifest.chroma {
+            Some(record) => {
+                let staging = match stage.chroma {
+                    Some(root) => Some(StagingTree::create(root, record)?),
+                    None => None,
+                };
+                (record.files.as_slice(), record.path.as_str(), staging)
             }
-            chroma.push((file.path.clone(), outcome));
+            None => (&[][..], "", None),
+        };
+        Ok(ChromaQueue {
+            dir,
+            files,
+            path,
+            staging,
+            queue: WorkQueue::new(files),
+            progress,
+        })
+    }
+
+    /// Checks files until none is left. A staging copy that cannot be
+    /// written is an error, and stops every thread at its next file.
+    fn check_until_done(&self) -> Result<()> {
+        self.queue.work_until_done(|file| self.check(file))
+    }
+
+    fn check(&self, file: &crate::FileRecord) -> Result<Outcome> {
+        let relative = format!("{}/{}", self.path, file.path);
+        let copy_to = self
+            .staging
+            .as_ref()
+            .map(|tree| (tree.path_of(file), tree.flush()));
+        let outcome = check_file(
+            self.dir,
+            &relative,
+            file.size_bytes,
+            &file.checksum,
+            copy_to.as_ref().map(|(path, flush)| (path.as_path(), *flush)),
+            self.progress,
+        )?;
+        if let (Some(tree), Ok(_)) = (&self.staging, &outcome) {
+            tree.finish_file(file)?;
         }
-        if let Some(tree) = tree {
+        Ok(outcome)
+    }
+
+    /// Leaves the files not yet taken unchecked.
+    fn stop(&self) {
+        self.queue.stop();
+    }
+
+    /// Every file's outcome in the manifest's order, once the staged files
+    /// are durable. Only called after every thread has checked its last.
+    fn finish(self) -> Result<Vec<(String, Outcome)>> {
+        if let Some(tree) = self.staging {
             tree.sync()?;
         }
+        Ok(self
+            .files
+            .iter()
+            .zip(self.queue.into_results())
+            .map(|(file, outcome)| {
+                let outcome = outcome.unwrap_or_else(|| Err("not checked".to_owned()));
+                (file.path.clone(), outcome)
+            })
+            .collect())
     }
-    Ok(FileChecks { registry, chroma })
 }
 
 /// Refuses a path whose any component inside the snapshot is a symlink, so a
