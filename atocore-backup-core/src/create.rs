@@ -502,7 +502,7 @@ impl<'a> ChromaCopy<'a> {
 
     /// Copies one file, or links the previous backup's copy of it. Returns
     /// its record and whether it was linked.
-    fn copy_file(&self, relative: &String, progress: &dyn Progress) -> Result<(FileRecord, bool)> {
+    fn copy_file(&self, relative: &str, progress: &dyn Progress) -> Result<(FileRecord, bool)> {
         let source = self.chroma_dir.join(relative);
         let target = self.target_root.join(relative);
         if self.live == LiveAccess::HeldByRestore {
@@ -520,7 +520,7 @@ impl<'a> ChromaCopy<'a> {
                     && replace_with_link(&previous.root, relative, &target)
             });
             let record = FileRecord {
-                path: relative.clone(),
+                path: relative.to_owned(),
                 size_bytes,
                 checksum,
                 source_mtime_ns: None,
@@ -534,7 +534,7 @@ impl<'a> ChromaCopy<'a> {
         }
         let (size_bytes, checksum, mtime_ns) = copy_unchanging(&source, &target, &self.flush, progress)?;
         let record = FileRecord {
-            path: relative.clone(),
+            path: relative.to_owned(),
             size_bytes,
             checksum,
             source_mtime_ns: Some(mtime_ns),

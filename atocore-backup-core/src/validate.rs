@@ -2,7 +2,8 @@
 //!
 //! Validation never writes into a backup. The db copy is opened `immutable`,
 //! so not even a `-shm` appears beside it; hashing and `PRAGMA
-//! integrity_check` run on two threads at once, each reading its bytes once.
+//! integrity_check` run on two threads at once, each reading its bytes once,
+//! and whichever finishes first hashes the chroma files left.
 //! A restore validates and stages in one pass (`validate_and_stage`): each
 //! file is copied to its staging path as it is hashed.
 
