@@ -462,6 +462,8 @@ struct ChromaCopy<'a> {
     flush: FilesystemFlush,
     /// Every file to copy, relative to the chroma dir, in the tree's order.
     files: Vec<String>,
+    /// When the last file was copied: the tree's `captured_at`.
+    last_copied: std::sync::Mutex<Option<Timestamp>>,
 }
 
 impl<'a> ChromaCopy<'a> {
@@ -497,12 +499,21 @@ impl<'a> ChromaCopy<'a> {
             live,
             flush,
             files,
+            last_copied: std::sync::Mutex::new(None),
         })
     }
 
     /// Copies one file, or links the previous backup's copy of it. Returns
     /// its record and whether it was linked.
     fn copy_file(&self, relative: &str, progress: &dyn Progress) -> Result<(FileRecord, bool)> {
+        let copied = self.copy_or_link(relative, progress)?;
+        let done = now();
+        let mut last = self.last_copied.lock().unwrap_or_else(|e| e.into_inner());
+        *last = (*last).max(Some(done));
+        Ok(copied)
+    }
+
+    fn copy_or_link(&self, relative: &str, progress: &dyn Progress) -> Result<(FileRecord, bool)> {
         let source = self.chroma_dir.join(relative);
         let target = self.target_root.join(relative);
         if self.live == LiveAccess::HeldByRestore {
@@ -556,7 +567,11 @@ impl<'a> ChromaCopy<'a> {
             path: "chroma".to_owned(),
             file_count: files.len() as u64,
             total_bytes: files.iter().map(|f| f.size_bytes).sum(),
-            captured_at: now(),
+            captured_at: self
+                .last_copied
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(now),
             files,
             linked_from: (linked_files > 0)
                 .then(|| self.previous.map(|p| p.stamp))
