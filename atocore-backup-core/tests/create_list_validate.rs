@@ -45,6 +45,19 @@ fn round_trip_creates_lists_and_validates_with_independent_checksums() {
         recorded += 1;
     }
     assert_eq!(recorded, 2 + manifest.chroma.as_ref().unwrap().files.len());
+    // Copied by whichever thread was free, recorded in the tree's order.
+    let chroma_paths: Vec<&str> = manifest
+        .chroma
+        .as_ref()
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    assert!(
+        chroma_paths.len() > 2 && chroma_paths.is_sorted(),
+        "{chroma_paths:?}"
+    );
     // The chroma sidecars are folded into the online backup, never copied raw.
     assert!(
         manifest
