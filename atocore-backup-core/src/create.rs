@@ -207,20 +207,24 @@ fn build_snapshot(
         )?),
         false => None,
     };
-    let queue = chroma.as_ref().map(|chroma| WorkQueue::new(&chroma.files));
-    let copy_files = || match (&chroma, &queue) {
-        (Some(chroma), Some(queue)) => queue.work_until_done(|relative| chroma.copy_file(relative, progress)),
-        _ => Ok(()),
+    let work = chroma
+        .as_ref()
+        .map(|chroma| (chroma, WorkQueue::new(&chroma.files)));
+    let copy_files = || match &work {
+        Some((chroma, queue)) => queue.work_until_done(|relative| chroma.copy_file(relative, progress)),
+        None => Ok(()),
     };
     let (db, copied) = std::thread::scope(|scope| {
-        let alongside = queue.is_some().then(|| scope.spawn(copy_files));
+        let alongside = work.is_some().then(|| scope.spawn(copy_files));
         let db = copy_db(dir, &paths.db_path, live, progress)
             .map(|db| share_unchanged_db(dir, paths, &earlier, db));
         let mine = if db.is_ok() {
             copy_files()
         } else {
             // The backup has failed: the chroma thread stops at its next file.
-            queue.iter().for_each(WorkQueue::stop);
+            if let Some((_, queue)) = &work {
+                queue.stop();
+            }
             Ok(())
         };
         let alongside = alongside.map_or(Ok(()), |running| {
@@ -237,7 +241,7 @@ fn build_snapshot(
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
     copied?;
-    let copied_files = queue.map(WorkQueue::into_results).unwrap_or_default();
+    let copied_files = work.map(|(_, queue)| queue.into_results()).unwrap_or_default();
     let chroma = chroma.map(|chroma| chroma.finish(copied_files)).transpose()?;
     crash_point("create.after_chroma");
     let manifest = BackupManifest {
