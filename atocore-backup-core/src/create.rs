@@ -24,7 +24,7 @@ use crate::manifest::{
     MANIFEST_NAME, SourcePaths,
 };
 use crate::paths::RuntimePaths;
-use crate::sqlite::{backup_hashed, capture_held_db};
+use crate::sqlite::{DbFacts, LazyBackup, backup_hashed, backup_lazily, capture_held_db};
 use crate::stamp::Stamp;
 use crate::tree::{TreeEntry, walk_tree};
 use crate::work_queue::WorkQueue;
@@ -216,8 +216,13 @@ fn build_snapshot(
     };
     let (db, copied) = std::thread::scope(|scope| {
         let alongside = work.is_some().then(|| scope.spawn(copy_files));
-        let db = copy_db(dir, &paths.db_path, live, progress)
-            .map(|db| share_unchanged_db(dir, paths, &earlier, db));
+        let db = copy_db(
+            dir,
+            &paths.db_path,
+            live,
+            PreviousDb::newest(paths, &earlier),
+            progress,
+        );
         let mine = if db.is_ok() {
             copy_files()
         } else {
@@ -288,14 +293,32 @@ fn copy_db(
     dir: &Utf8Path,
     db_path: &Utf8Path,
     live: LiveAccess,
+    previous: Option<PreviousDb>,
     progress: &dyn Progress,
 ) -> Result<DbRecord> {
     let relative = format!("db/{}", file_name(db_path)?);
     fs::create_dir(dir.join("db"))?;
     let target = dir.join(&relative);
-    let (facts, size_bytes, checksum) = match live {
-        LiveAccess::Shared => backup_hashed(db_path, &target, progress)?,
-        LiveAccess::HeldByRestore => capture_held_db(db_path, &target, progress)?,
+    let (facts, size_bytes, checksum) = match (live, previous) {
+        (LiveAccess::Shared, Some(previous)) => match previous.back_up_against(db_path, &target, progress)? {
+            Ok(shared) => return Ok(shared),
+            Err(copied) => copied,
+        },
+        (LiveAccess::Shared, None) => backup_hashed(db_path, &target, progress)?,
+        // Captured by a hard link of the live file, which the restore then
+        // replaces: the snapshot's copy costs no time, and is shared with
+        // the previous backup below if it holds the same bytes.
+        (LiveAccess::HeldByRestore, previous) => {
+            let (facts, size_bytes, checksum) = capture_held_db(db_path, &target, progress)?;
+            if let Some(previous) = previous
+                && previous.record.checksum == checksum
+                && previous.record.size_bytes == size_bytes
+                && replace_with_link(&previous.snapshot, &previous.record.path, &target)
+            {
+                return Ok(previous.shared_record());
+            }
+            (facts, size_bytes, checksum)
+        }
     };
     let captured_at = now();
     fsync_dir(&dir.join("db"))?;
@@ -349,31 +372,63 @@ fn is_sqlite_sidecar(relative: &str, all: &[TreeEntry]) -> bool {
     })
 }
 
-/// If the newest readable backup holds a db copy with the same bytes (same
-/// size and checksum), the fresh copy is replaced by a hard link to it, so an
-/// unchanged db costs no disk. Best effort: any problem keeps the copy.
-fn share_unchanged_db(
-    dir: &Utf8Path,
-    paths: &RuntimePaths,
-    earlier: &[crate::BackupSummary],
-    mut db: DbRecord,
-) -> DbRecord {
-    let previous = earlier.iter().find(|b| b.broken.is_none()).and_then(|summary| {
+/// The db copy of the newest readable backup, which a new backup shares
+/// (hard-links) when the db still holds the same bytes, so an unchanged db
+/// costs no disk.
+struct PreviousDb {
+    stamp: Stamp,
+    snapshot: Utf8PathBuf,
+    record: DbRecord,
+}
+
+impl PreviousDb {
+    /// Best effort: any problem just means "copy it".
+    fn newest(paths: &RuntimePaths, earlier: &[crate::BackupSummary]) -> Option<PreviousDb> {
+        let summary = earlier.iter().find(|b| b.broken.is_none())?;
         let stamp: Stamp = summary.stamp.parse().ok()?;
         let snapshot = snapshot_dir(paths, &stamp);
-        let manifest = BackupManifest::load(&snapshot).ok()?;
-        Some((stamp, snapshot, manifest.db))
-    });
-    let Some((stamp, snapshot, record)) = previous else {
-        return db;
-    };
-    if record.checksum != db.checksum || record.size_bytes != db.size_bytes {
-        return db;
+        let record = BackupManifest::load(&snapshot).ok()?.db;
+        Some(PreviousDb {
+            stamp,
+            snapshot,
+            record,
+        })
     }
-    if replace_with_link(&snapshot, &record.path, &dir.join(&db.path)) {
-        db.linked_from = Some(stamp);
+
+    /// Backs `db_path` up to `target` through SQLite, comparing with this
+    /// copy as it goes ([`backup_lazily`]): if the db holds the same bytes,
+    /// nothing is written and `target` becomes a hard link to this copy,
+    /// whose record is returned (`Ok`); otherwise the new copy's facts,
+    /// size and checksum (`Err`), as [`backup_hashed`] returns them.
+    fn back_up_against(
+        &self,
+        db_path: &Utf8Path,
+        target: &Utf8Path,
+        progress: &dyn Progress,
+    ) -> Result<std::result::Result<DbRecord, (DbFacts, u64, Checksum)>> {
+        let Ok(previous) = crate::validate::resolve_inside(&self.snapshot, &self.record.path) else {
+            return backup_hashed(db_path, target, progress).map(Err);
+        };
+        match backup_lazily(db_path, target, &previous, progress)? {
+            LazyBackup::Copied(facts, size_bytes, checksum) => Ok(Err((facts, size_bytes, checksum))),
+            LazyBackup::SameAsPrevious if replace_with_link(&self.snapshot, &self.record.path, target) => {
+                Ok(Ok(self.shared_record()))
+            }
+            // No link (another filesystem, a link limit): a copy of its own.
+            LazyBackup::SameAsPrevious => {
+                fs::remove_file(target)?;
+                backup_hashed(db_path, target, progress).map(Err)
+            }
+        }
     }
-    db
+
+    fn shared_record(&self) -> DbRecord {
+        DbRecord {
+            captured_at: now(),
+            linked_from: Some(self.stamp.clone()),
+            ..self.record.clone()
+        }
+    }
 }
 
 /// Replaces the fresh copy `target` by a hard link to `relative` inside an

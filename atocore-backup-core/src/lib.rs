@@ -55,6 +55,7 @@ mod execute;
 mod faults;
 #[cfg(feature = "test-fixtures")]
 pub mod fixtures;
+mod lazy_copy;
 mod leftovers;
 mod list;
 mod lock;
@@ -66,6 +67,7 @@ mod paths;
 mod plan;
 mod prune;
 mod sqlite;
+mod sqlite_lazy_vfs;
 mod sqlite_vfs;
 mod stamp;
 mod tree;

@@ -17,6 +17,8 @@ use rusqlite::{Connection, OpenFlags};
 use crate::checksum::{Algorithm, Checksum};
 use crate::durable::{Progress, copy_open_hashed, flushing_behind, hash_and_sync};
 use crate::error::{Error, Result, sqlite_error};
+use crate::lazy_copy::{Finished, LazyCopy};
+use crate::sqlite_lazy_vfs::RegisteredCopy;
 use crate::sqlite_vfs::mapped_vfs;
 
 /// How often a single-pass backup is retried when the source is locked.
@@ -51,19 +53,86 @@ pub(crate) fn backup_hashed(
         .write(true)
         .create_new(true)
         .open(target)?;
-    let facts = flushing_behind(&copy, || online_backup(source, target))?;
+    let facts = flushing_behind(&copy, || {
+        let mut target_conn = Connection::open(target).map_err(sqlite_error(target))?;
+        online_backup(source, target, &mut target_conn)?;
+        let facts = read_facts(&target_conn).map_err(sqlite_error(target))?;
+        target_conn
+            .close()
+            .map_err(|(_, source)| sqlite_error(target)(source))?;
+        Ok(facts)
+    })?;
     let (size_bytes, checksum) = hash_and_sync(&copy, progress)?;
     Ok((facts, size_bytes, checksum))
 }
 
-/// Copies `source` into `target`, a new or empty file, with the online
-/// backup API in one `step(-1)`. The copy is closed but not yet fsynced.
+/// What [`backup_lazily`] made.
+#[derive(Debug)]
+pub(crate) enum LazyBackup {
+    /// The db is byte for byte `previous`: nothing was written (`target`
+    /// is left empty).
+    SameAsPrevious,
+    /// A new copy, as [`backup_hashed`] makes.
+    Copied(DbFacts, u64, Checksum),
+}
+
+/// [`backup_hashed`] for a db that may not have changed since `previous`, an
+/// earlier backup's copy of it: the online backup's writes are compared with
+/// `previous` and only written once they differ ([`LazyCopy`]), so an
+/// unchanged db is read once and written never.
+pub(crate) fn backup_lazily(
+    source: &Utf8Path,
+    target: &Utf8Path,
+    previous: &Utf8Path,
+    progress: &dyn Progress,
+) -> Result<LazyBackup> {
+    let copy = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(target)?;
+    let lazy = LazyCopy::new(fs::File::open(previous)?, copy.try_clone()?)?;
+    let Some(registered) = RegisteredCopy::new(lazy) else {
+        drop(copy);
+        fs::remove_file(target)?;
+        return backup_hashed(source, target, progress)
+            .map(|(facts, size, sum)| LazyBackup::Copied(facts, size, sum));
+    };
+    let finished = flushing_behind(&copy, || {
+        let flags =
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut target_conn =
+            Connection::open_with_flags_and_vfs(registered.uri(target), flags, registered.vfs())
+                .map_err(sqlite_error(target))?;
+        online_backup(source, target, &mut target_conn)?;
+        target_conn
+            .close()
+            .map_err(|(_, source)| sqlite_error(target)(source))?;
+        let lazy = registered.into_copy().ok_or_else(|| {
+            Error::Io(std::io::Error::other(format!(
+                "the copy to `{target}` was still open"
+            )))
+        })?;
+        Ok(lazy.finish()?)
+    })?;
+    match finished {
+        Finished::SameAsPrevious => Ok(LazyBackup::SameAsPrevious),
+        Finished::Written => {
+            let facts = read_facts(&open_immutable(target)?).map_err(sqlite_error(target))?;
+            let (size_bytes, checksum) = hash_and_sync(&copy, progress)?;
+            Ok(LazyBackup::Copied(facts, size_bytes, checksum))
+        }
+    }
+}
+
+/// Copies `source` into `target_conn`'s db (`target`, new and empty), with
+/// the online backup API in one `step(-1)`. The copy is not yet fsynced.
 ///
 /// A paged copy (100 pages a step, as `.backup` does) restarts whenever
 /// another connection writes, and against a busy writer never finishes; one
 /// step holds a read transaction for the whole copy, so it always captures
 /// one consistent state and never restarts.
-fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFacts> {
+fn online_backup(source: &Utf8Path, target: &Utf8Path, target_conn: &mut Connection) -> Result<()> {
     let source_conn = Connection::open_with_flags(
         source,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -72,53 +141,45 @@ fn online_backup(source: &Utf8Path, target: &Utf8Path) -> Result<DbFacts> {
     source_conn
         .busy_timeout(Duration::from_secs(5))
         .map_err(sqlite_error(source))?;
-    let mut target_conn = Connection::open(target).map_err(sqlite_error(target))?;
     // The copy is fsynced once at the end; journaling a scratch file that is
     // deleted on failure only costs time.
     target_conn
         .execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         .map_err(sqlite_error(target))?;
-    {
-        let backup = Backup::new(&source_conn, &mut target_conn).map_err(sqlite_error(target))?;
-        let mut attempts = 0;
-        loop {
-            let step = backup.step(-1).map_err(|error| {
-                // The source is opened lazily, at the first step.
-                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen)
-                    && !source_is_openable(source)
-                {
-                    Error::DbSourceUnopenable {
+    let backup = Backup::new(&source_conn, target_conn).map_err(sqlite_error(target))?;
+    let mut attempts = 0;
+    loop {
+        let step = backup.step(-1).map_err(|error| {
+            // The source is opened lazily, at the first step.
+            if error.sqlite_error_code() == Some(rusqlite::ErrorCode::CannotOpen)
+                && !source_is_openable(source)
+            {
+                Error::DbSourceUnopenable {
+                    path: source.to_owned(),
+                }
+            } else {
+                Error::DbBackup {
+                    from: source.to_owned(),
+                    to: target.to_owned(),
+                    source: error,
+                }
+            }
+        })?;
+        match step {
+            StepResult::Done => return Ok(()),
+            // With -1 a `More` cannot happen; every other answer means the
+            // source was locked, so wait and retry the whole pass.
+            _ => {
+                attempts += 1;
+                if attempts > BUSY_RETRIES {
+                    return Err(Error::DbBackupBusy {
                         path: source.to_owned(),
-                    }
-                } else {
-                    Error::DbBackup {
-                        from: source.to_owned(),
-                        to: target.to_owned(),
-                        source: error,
-                    }
+                    });
                 }
-            })?;
-            match step {
-                StepResult::Done => break,
-                // With -1 a `More` cannot happen; every other answer means the
-                // source was locked, so wait and retry the whole pass.
-                _ => {
-                    attempts += 1;
-                    if attempts > BUSY_RETRIES {
-                        return Err(Error::DbBackupBusy {
-                            path: source.to_owned(),
-                        });
-                    }
-                    std::thread::sleep(BUSY_PAUSE);
-                }
+                std::thread::sleep(BUSY_PAUSE);
             }
         }
     }
-    let facts = read_facts(&target_conn).map_err(sqlite_error(target))?;
-    target_conn
-        .close()
-        .map_err(|(_, source)| sqlite_error(target)(source))?;
-    Ok(facts)
 }
 
 /// Whether a read-only connection can read the source on its own: tells a
@@ -163,7 +224,7 @@ pub(crate) fn open_immutable(path: &Utf8Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn uri_escape(path: &str) -> String {
+pub(crate) fn uri_escape(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for byte in path.bytes() {
         match byte {
@@ -361,4 +422,119 @@ pub(crate) fn integrity_check_live(path: &Utf8Path) -> Result<String> {
     )
     .map_err(sqlite_error(path))?;
     integrity_check(&conn, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use camino::{Utf8Path, Utf8PathBuf};
+    use fs_err as fs;
+    use rusqlite::Connection;
+
+    use super::{LazyBackup, backup_hashed, backup_lazily, integrity_check_copy};
+    use crate::durable::NoProgress as Quiet;
+
+    /// A live db in WAL mode of a few MiB (more than SQLite's page cache, so
+    /// the backup spills pages before its commit), still open by a writer
+    /// whose last commits are in the `-wal`.
+    fn live_db(dir: &Utf8Path) -> (Utf8PathBuf, Connection) {
+        let path = dir.join("live.db");
+        let writer = Connection::open(&path).expect("create db");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+                 CREATE TABLE memories (id INTEGER PRIMARY KEY, project INTEGER, body BLOB);
+                 CREATE INDEX memories_project ON memories(project);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+                 INSERT INTO memories (project, body) SELECT i % 7, randomblob(2400) FROM n;
+                 PRAGMA wal_checkpoint(TRUNCATE);
+                 UPDATE memories SET project = 9 WHERE id = 1500;",
+            )
+            .expect("fill db");
+        (path, writer)
+    }
+
+    fn plain_backup(source: &Utf8Path, target: &Utf8Path) -> Vec<u8> {
+        backup_hashed(source, target, &Quiet).expect("plain backup");
+        fs::read(target).expect("read plain backup")
+    }
+
+    /// Backs `source` up lazily against `previous`, and plainly, with no
+    /// write between: the lazy copy must be the plain one (or, unchanged,
+    /// `previous` itself, with nothing written).
+    fn lazy_against_plain(dir: &Utf8Path, source: &Utf8Path, previous: &Utf8Path) -> LazyBackup {
+        let lazy_target = dir.join(format!("lazy-{}.db", fs::read_dir(dir).expect("dir").count()));
+        let made = backup_lazily(source, &lazy_target, previous, &Quiet).expect("lazy backup");
+        let plain = plain_backup(source, &dir.join(format!("{lazy_target}.plain")));
+        match &made {
+            LazyBackup::SameAsPrevious => {
+                assert_eq!(fs::metadata(&lazy_target).expect("lazy copy").len(), 0);
+                assert_eq!(fs::read(previous).expect("previous"), plain);
+            }
+            LazyBackup::Copied(facts, size, _) => {
+                assert_eq!(fs::read(&lazy_target).expect("lazy copy"), plain);
+                assert_eq!(*size, plain.len() as u64);
+                assert_eq!(facts.page_count * facts.page_size, plain.len() as u64);
+                assert_eq!(integrity_check_copy(&lazy_target).expect("check"), "ok");
+            }
+        }
+        made
+    }
+
+    #[test]
+    fn an_unchanged_db_is_recognised_without_writing_and_a_changed_one_copied_exactly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Utf8Path::from_path(dir.path()).expect("UTF-8 temp dir");
+        let (source, writer) = live_db(dir);
+        let previous = dir.join("previous.db");
+        plain_backup(&source, &previous);
+
+        let unchanged = lazy_against_plain(dir, &source, &previous);
+        assert!(matches!(unchanged, LazyBackup::SameAsPrevious), "{unchanged:?}");
+
+        // Checkpointed: the same content, now in the db file, not the -wal.
+        writer
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .expect("checkpoint");
+        let checkpointed = lazy_against_plain(dir, &source, &previous);
+        assert!(
+            matches!(checkpointed, LazyBackup::SameAsPrevious),
+            "{checkpointed:?}"
+        );
+
+        let edits = [
+            // One row in place: one leaf page differs, page 1 does not.
+            "UPDATE memories SET project = 3 WHERE id = 1000",
+            // Grown: new pages at the end and a new size in page 1.
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO memories (project, body) SELECT 1, randomblob(2400) FROM n",
+            // Every page rewritten: more differing pages than are held.
+            "UPDATE memories SET body = randomblob(2400)",
+            // Shrunk: a shorter file than the previous copy.
+            "DELETE FROM memories WHERE id > 200; VACUUM;",
+        ];
+        for edit in edits {
+            writer.execute_batch(edit).expect(edit);
+            let changed = lazy_against_plain(dir, &source, &previous);
+            assert!(matches!(changed, LazyBackup::Copied(..)), "{edit}: {changed:?}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_previous_copy_is_never_taken_for_the_db() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Utf8Path::from_path(dir.path()).expect("UTF-8 temp dir");
+        let (source, _writer) = live_db(dir);
+        let previous = dir.join("previous.db");
+        let mut bytes = plain_backup(&source, &previous);
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        fs::write(&previous, &bytes).expect("damage previous");
+        let made = lazy_against_plain(dir, &source, &previous);
+        assert!(matches!(made, LazyBackup::Copied(..)), "{made:?}");
+
+        bytes.truncate(middle);
+        fs::write(&previous, &bytes).expect("truncate previous");
+        let made = lazy_against_plain(dir, &source, &previous);
+        assert!(matches!(made, LazyBackup::Copied(..)), "{made:?}");
+    }
 }

@@ -32,7 +32,7 @@ const NAME: &CStr = c"atocore-mapped";
 type CloseFn = unsafe extern "C" fn(*mut ffi::sqlite3_file) -> c_int;
 
 /// The default VFS this one opens files with.
-struct DefaultVfs(*mut ffi::sqlite3_vfs);
+pub(crate) struct DefaultVfs(pub(crate) *mut ffi::sqlite3_vfs);
 
 // SAFETY: a registered VFS is immutable and callable from any thread (SQLite
 // requires this of every VFS), and the default one is never unregistered here.
@@ -40,36 +40,60 @@ unsafe impl Send for DefaultVfs {}
 // SAFETY: as above.
 unsafe impl Sync for DefaultVfs {}
 
-static DEFAULT_VFS: OnceLock<DefaultVfs> = OnceLock::new();
+/// SQLite's default VFS; `None` if SQLite has none.
+pub(crate) fn default_vfs() -> Option<&'static DefaultVfs> {
+    static DEFAULT_VFS: OnceLock<Option<DefaultVfs>> = OnceLock::new();
+    DEFAULT_VFS
+        .get_or_init(|| {
+            // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and is
+            // thread safe; a null name asks for the default VFS.
+            let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
+            (!default.is_null()).then_some(DefaultVfs(default))
+        })
+        .as_ref()
+}
 
 /// The name to open immutable copies with, registering the VFS on first use;
 /// `None` if it could not be registered.
 pub(crate) fn mapped_vfs() -> Option<&'static CStr> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    REGISTERED.get_or_init(register).then_some(NAME)
+    REGISTERED
+        .get_or_init(|| register_over_default(NAME, open, 0))
+        .then_some(NAME)
 }
 
-fn register() -> bool {
-    // SAFETY: `sqlite3_vfs_find` initialises SQLite if needed and is thread
-    // safe; a null name asks for the default VFS.
-    let default = unsafe { ffi::sqlite3_vfs_find(ptr::null()) };
-    if default.is_null() || DEFAULT_VFS.set(DefaultVfs(default)).is_err() {
+/// Registers `name`: a copy of the default VFS with `open` as its `xOpen`
+/// and files of at least `file_size` bytes. Returns whether it is registered.
+pub(crate) fn register_over_default(name: &'static CStr, open: OpenFn, file_size: usize) -> bool {
+    let Some(DefaultVfs(default)) = default_vfs() else {
         return false;
-    }
+    };
     // SAFETY: `default` points to a registered VFS, which is plain data. The
-    // copy keeps its `szOsFile`, so SQLite allocates files the default `xOpen`
-    // can fill, and its `pAppData`, so the methods copied with it find their
-    // data. It is leaked: SQLite requires a VFS to outlive its registration.
+    // copy keeps at least its `szOsFile`, so SQLite allocates files the
+    // default `xOpen` can fill, and its `pAppData`, so the methods copied with
+    // it find their data. It is leaked: SQLite requires a VFS to outlive its
+    // registration.
     unsafe {
+        let file_size = c_int::try_from(file_size).unwrap_or(c_int::MAX);
         let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
             pNext: ptr::null_mut(),
-            zName: NAME.as_ptr(),
+            zName: name.as_ptr(),
             xOpen: Some(open),
-            ..*default
+            szOsFile: (**default).szOsFile.max(file_size),
+            ..**default
         }));
         ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
     }
 }
+
+/// A VFS's `xOpen`.
+pub(crate) type OpenFn = unsafe extern "C" fn(
+    *mut ffi::sqlite3_vfs,
+    ffi::sqlite3_filename,
+    *mut ffi::sqlite3_file,
+    c_int,
+    *mut c_int,
+) -> c_int;
 
 /// A mapped file's method table and chunks. `methods` comes first, so the
 /// file's `pMethods` is also the address of this.
@@ -88,7 +112,7 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let Some(DefaultVfs(default)) = DEFAULT_VFS.get() else {
+    let Some(DefaultVfs(default)) = default_vfs() else {
         return ffi::SQLITE_CANTOPEN;
     };
     // SAFETY: `default` is registered (see `register`); SQLite passes this

@@ -527,6 +527,13 @@ fn an_unchanged_db_shares_the_previous_copy_and_a_changed_one_does_not() {
     let third = runtime.backup(false);
     assert!(third.db.linked_from.is_none());
     assert_ne!(db_inode(&third), db_inode(&second));
+    // Compared with the second's copy as it was written: still a whole,
+    // sound copy of its own.
+    assert!(
+        validate_backup(&runtime.paths.backup_dir, &third.stamp)
+            .unwrap()
+            .valid
+    );
     atocore_backup_core::delete_backup(&runtime.paths, &first.stamp).unwrap();
     assert!(
         validate_backup(&runtime.paths.backup_dir, &second.stamp)
