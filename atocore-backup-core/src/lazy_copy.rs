@@ -24,6 +24,8 @@ use std::io;
 
 use fs_err as fs;
 
+use crate::mapped_chunks::MappedChunks;
+
 /// The granularity at which writes are tracked: SQLite's smallest page.
 const UNIT: u64 = 512;
 
@@ -45,6 +47,9 @@ pub(crate) enum Finished {
 pub(crate) struct LazyCopy {
     previous: fs::File,
     previous_len: u64,
+    /// Writes are compared with the previous copy where it lies in the page
+    /// cache: reading it would copy every page once more.
+    previous_chunks: MappedChunks,
     target: fs::File,
     /// The file's length as the writer sees it.
     len: u64,
@@ -67,11 +72,13 @@ enum Mode {
 }
 
 impl LazyCopy {
-    /// `target` must be empty and open for reading and writing; `previous`
-    /// must not change while this exists.
+    /// `target` must be empty and open for reading and writing; `previous`,
+    /// an earlier backup's copy, must not change while this exists (it is
+    /// mapped: see [`MappedChunks`]).
     pub(crate) fn new(previous: fs::File, target: fs::File) -> io::Result<Self> {
         let previous_len = previous.metadata()?.len();
         Ok(Self {
+            previous_chunks: MappedChunks::new(previous.try_clone()?, previous_len),
             previous,
             previous_len,
             target,
@@ -111,11 +118,19 @@ impl LazyCopy {
                 Some((start, held)) => *start == offset && held.len() == bytes.len(),
             };
             if exact {
-                let same = end <= self.previous_len && {
-                    scratch.resize(bytes.len(), 0);
-                    self.previous.read_exact_at(scratch, offset)?;
-                    scratch.as_slice() == bytes
-                };
+                let same = end <= self.previous_len
+                    && match self
+                        .previous_chunks
+                        .with_mapped(offset, bytes.len(), |previous| previous == bytes)
+                    {
+                        Ok(Some(same)) => same,
+                        // Not mapped (the file's last page, a failed map): read.
+                        Ok(None) | Err(_) => {
+                            scratch.resize(bytes.len(), 0);
+                            self.previous.read_exact_at(scratch, offset)?;
+                            scratch.as_slice() == bytes
+                        }
+                    };
                 if let Some(replaced) = differing.remove(&offset) {
                     *held_bytes -= replaced.len();
                 }
@@ -209,13 +224,39 @@ impl LazyCopy {
         } = &self.mode
             && differing.is_empty()
             && self.len == self.previous_len
-            && self.len.is_multiple_of(UNIT)
-            && (0..self.len / UNIT).all(|unit| is_written(written, unit * UNIT))
+            && self.holes_are_zeros_in_previous(written)?
         {
             return Ok(Finished::SameAsPrevious);
         }
         self.materialise()?;
         Ok(Finished::Written)
+    }
+
+    /// Whether every byte never written (a hole, which a plain file reads as
+    /// zeros) is a zero in the previous copy too. SQLite leaves one such
+    /// hole in every db over 1 GiB: the page holding its lock bytes.
+    fn holes_are_zeros_in_previous(&self, written: &[u64]) -> io::Result<bool> {
+        let mut expected = 0;
+        let mut holes = Vec::new();
+        for (start, end) in written_runs(written).into_iter().chain([(self.len, self.len)]) {
+            if start > expected {
+                holes.push((expected, start.min(self.len)));
+            }
+            expected = expected.max(end);
+        }
+        let mut buf = Vec::new();
+        for (start, end) in holes {
+            let mut at = start;
+            while at < end {
+                buf.resize(usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 20), 0);
+                self.previous.read_exact_at(&mut buf, at)?;
+                if buf.iter().any(|byte| *byte != 0) {
+                    return Ok(false);
+                }
+                at += buf.len() as u64;
+            }
+        }
+        Ok(true)
     }
 
     /// Turns the copy into a plain file holding what has been written.
@@ -383,6 +424,21 @@ mod tests {
         let mut expected = previous;
         expected[2 * PAGE as usize..3 * PAGE as usize].fill(0);
         assert_eq!(fs::read(target).expect("target"), expected);
+    }
+
+    #[test]
+    fn a_page_never_written_matches_zeros_in_the_previous_copy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // As SQLite's lock-byte page: never written, zeros in every copy.
+        let mut previous = pattern(4 * PAGE as usize, 5);
+        previous[2 * PAGE as usize..3 * PAGE as usize].fill(0);
+        let (mut copy, target) = lazy_copy_over(&dir, &previous);
+        for page in [0, 1, 3] {
+            let at = (page * PAGE) as usize;
+            copy.write(page * PAGE, &previous[at..at + PAGE as usize]).expect("write");
+        }
+        assert_eq!(copy.finish().expect("finish"), Finished::SameAsPrevious);
+        assert_eq!(fs::metadata(target).expect("target").len(), 0);
     }
 
     #[test]

@@ -147,6 +147,29 @@ impl MappedChunks {
         self.unmap_idle_beyond(IDLE_CHUNKS);
     }
 
+    /// Runs `job` on the `len` bytes at `offset` where they lie mapped;
+    /// `None` where [`fetch`](Self::fetch) would not map them, so the caller
+    /// reads them instead.
+    ///
+    /// # Errors
+    ///
+    /// The chunk could not be mapped.
+    pub(crate) fn with_mapped<R>(
+        &mut self,
+        offset: u64,
+        len: usize,
+        job: impl FnOnce(&[u8]) -> R,
+    ) -> std::io::Result<Option<R>> {
+        let Some(bytes) = self.fetch(offset, len)? else {
+            return Ok(None);
+        };
+        // SAFETY: `fetch` returned the address of `len` mapped bytes of an
+        // immutable file, which stay mapped until the release below.
+        let done = job(unsafe { std::slice::from_raw_parts(bytes.as_ptr(), len) });
+        self.release(offset);
+        Ok(Some(done))
+    }
+
     /// Unmaps every chunk with no page out (SQLite asks when it suspects the
     /// file changed).
     pub(crate) fn release_idle(&mut self) {
