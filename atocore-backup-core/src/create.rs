@@ -383,11 +383,23 @@ struct PreviousDb {
 
 impl PreviousDb {
     /// Best effort: any problem just means "copy it".
+    ///
+    /// Never a copy that is the live db's own file: a pre-restore snapshot
+    /// shares it until the restore puts the new db in place, and one left by
+    /// an interrupted restore still does. Sharing it would tie the new backup
+    /// to the live db, and reading it would close a descriptor of a file this
+    /// process's SQLite connection has locks on, which drops them.
     fn newest(paths: &RuntimePaths, earlier: &[crate::BackupSummary]) -> Option<PreviousDb> {
+        use std::os::unix::fs::MetadataExt;
         let summary = earlier.iter().find(|b| b.broken.is_none())?;
         let stamp: Stamp = summary.stamp.parse().ok()?;
         let snapshot = snapshot_dir(paths, &stamp);
         let record = BackupManifest::load(&snapshot).ok()?.db;
+        let copy = fs::metadata(crate::validate::resolve_inside(&snapshot, &record.path).ok()?).ok()?;
+        let live = fs::metadata(&paths.db_path).ok()?;
+        if (copy.dev(), copy.ino()) == (live.dev(), live.ino()) {
+            return None;
+        }
         Some(PreviousDb {
             stamp,
             snapshot,

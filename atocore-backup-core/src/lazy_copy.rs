@@ -435,7 +435,8 @@ mod tests {
         let (mut copy, target) = lazy_copy_over(&dir, &previous);
         for page in [0, 1, 3] {
             let at = (page * PAGE) as usize;
-            copy.write(page * PAGE, &previous[at..at + PAGE as usize]).expect("write");
+            copy.write(page * PAGE, &previous[at..at + PAGE as usize])
+                .expect("write");
         }
         assert_eq!(copy.finish().expect("finish"), Finished::SameAsPrevious);
         assert_eq!(fs::metadata(target).expect("target").len(), 0);

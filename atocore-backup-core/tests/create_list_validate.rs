@@ -503,6 +503,64 @@ fn an_unchanged_chroma_file_is_hard_linked_from_the_previous_backup_and_a_change
     assert!(report.valid, "{:?}", report.errors);
 }
 
+/// This process's POSIX locks on the file with inode `inode`, as the
+/// kernel lists them.
+fn my_locks_on(inode: u64) -> usize {
+    let me = std::process::id().to_string();
+    fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"POSIX")
+                && fields.get(4) == Some(&me.as_str())
+                && fields
+                    .get(5)
+                    .and_then(|id| id.rsplit(':').next())
+                    .is_some_and(|ino| ino == inode.to_string())
+        })
+        .count()
+}
+
+#[test]
+fn a_previous_copy_that_is_the_live_db_file_is_never_read_or_shared() {
+    use std::os::unix::fs::MetadataExt;
+    let runtime = Runtime::seeded(50);
+    let first = runtime.backup(false);
+    // As a pre-restore snapshot left by an interrupted restore: its db is a
+    // hard link to the live db.
+    let copy = runtime.snapshot(&first.stamp).join(&first.db.path);
+    fs::remove_file(&copy).unwrap();
+    fs::hard_link(&runtime.paths.db_path, &copy).unwrap();
+    let live_inode = fs::metadata(&runtime.paths.db_path).unwrap().ino();
+
+    // A connection of this process in a read transaction holds a lock on
+    // the live db; closing any other descriptor of that file would drop it.
+    let reader = runtime.db();
+    reader.execute_batch("BEGIN").unwrap();
+    reader
+        .query_row("SELECT count(*) FROM memories", [], |row| row.get::<_, i64>(0))
+        .unwrap();
+    let held = my_locks_on(live_inode);
+    assert!(held > 0, "the reader holds no lock to watch");
+    let second = runtime.backup(false);
+    assert_eq!(
+        my_locks_on(live_inode),
+        held,
+        "the backup dropped the reader's locks"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+
+    assert!(second.db.linked_from.is_none());
+    let second_copy = runtime.snapshot(&second.stamp).join(&second.db.path);
+    assert_ne!(fs::metadata(&second_copy).unwrap().ino(), live_inode);
+    assert!(
+        validate_backup(&runtime.paths.backup_dir, &second.stamp)
+            .unwrap()
+            .valid
+    );
+}
+
 #[test]
 fn an_unchanged_db_shares_the_previous_copy_and_a_changed_one_does_not() {
     use std::os::unix::fs::MetadataExt;
