@@ -300,10 +300,13 @@ fn copy_db(
     fs::create_dir(dir.join("db"))?;
     let target = dir.join(&relative);
     let (facts, size_bytes, checksum) = match (live, previous) {
-        (LiveAccess::Shared, Some(previous)) => match previous.back_up_against(db_path, &target, progress)? {
-            Ok(shared) => return Ok(shared),
-            Err(copied) => copied,
-        },
+        (LiveAccess::Shared, Some(previous)) => {
+            let earlier_copy = (previous.snapshot.as_path(), previous.record.path.as_str());
+            match back_up_sqlite(db_path, &target, earlier_copy, progress)? {
+                SqliteCopy::Shared => return Ok(previous.shared_record()),
+                SqliteCopy::Copied(facts, size_bytes, checksum) => (facts, size_bytes, checksum),
+            }
+        }
         (LiveAccess::Shared, None) => backup_hashed(db_path, &target, progress)?,
         // Captured by a hard link of the live file, which the restore then
         // replaces: the snapshot's copy costs no time, and is shared with
@@ -383,55 +386,16 @@ struct PreviousDb {
 
 impl PreviousDb {
     /// Best effort: any problem just means "copy it".
-    ///
-    /// Never a copy that is the live db's own file: a pre-restore snapshot
-    /// shares it until the restore puts the new db in place, and one left by
-    /// an interrupted restore still does. Sharing it would tie the new backup
-    /// to the live db, and reading it would close a descriptor of a file this
-    /// process's SQLite connection has locks on, which drops them.
     fn newest(paths: &RuntimePaths, earlier: &[crate::BackupSummary]) -> Option<PreviousDb> {
-        use std::os::unix::fs::MetadataExt;
         let summary = earlier.iter().find(|b| b.broken.is_none())?;
         let stamp: Stamp = summary.stamp.parse().ok()?;
         let snapshot = snapshot_dir(paths, &stamp);
         let record = BackupManifest::load(&snapshot).ok()?.db;
-        let copy = fs::metadata(crate::validate::resolve_inside(&snapshot, &record.path).ok()?).ok()?;
-        let live = fs::metadata(&paths.db_path).ok()?;
-        if (copy.dev(), copy.ino()) == (live.dev(), live.ino()) {
-            return None;
-        }
         Some(PreviousDb {
             stamp,
             snapshot,
             record,
         })
-    }
-
-    /// Backs `db_path` up to `target` through SQLite, comparing with this
-    /// copy as it goes ([`backup_lazily`]): if the db holds the same bytes,
-    /// nothing is written and `target` becomes a hard link to this copy,
-    /// whose record is returned (`Ok`); otherwise the new copy's facts,
-    /// size and checksum (`Err`), as [`backup_hashed`] returns them.
-    fn back_up_against(
-        &self,
-        db_path: &Utf8Path,
-        target: &Utf8Path,
-        progress: &dyn Progress,
-    ) -> Result<std::result::Result<DbRecord, (DbFacts, u64, Checksum)>> {
-        let Ok(previous) = crate::validate::resolve_inside(&self.snapshot, &self.record.path) else {
-            return backup_hashed(db_path, target, progress).map(Err);
-        };
-        match backup_lazily(db_path, target, &previous, progress)? {
-            LazyBackup::Copied(facts, size_bytes, checksum) => Ok(Err((facts, size_bytes, checksum))),
-            LazyBackup::SameAsPrevious if replace_with_link(&self.snapshot, &self.record.path, target) => {
-                Ok(Ok(self.shared_record()))
-            }
-            // No link (another filesystem, a link limit): a copy of its own.
-            LazyBackup::SameAsPrevious => {
-                fs::remove_file(target)?;
-                backup_hashed(db_path, target, progress).map(Err)
-            }
-        }
     }
 
     fn shared_record(&self) -> DbRecord {
@@ -440,6 +404,59 @@ impl PreviousDb {
             linked_from: Some(self.stamp.clone()),
             ..self.record.clone()
         }
+    }
+}
+
+/// What [`back_up_sqlite`] made.
+enum SqliteCopy {
+    /// The target is a hard link to the earlier copy, which holds the same
+    /// bytes.
+    Shared,
+    Copied(DbFacts, u64, Checksum),
+}
+
+/// Backs the live SQLite db `source` up to `target` through SQLite, against
+/// `previous` (an earlier snapshot, and the path of its copy of this db
+/// inside it): the backup is compared with that copy as it goes
+/// ([`backup_lazily`]), and if the db holds the same bytes, nothing is
+/// written and `target` becomes a hard link to the copy.
+///
+/// Never against a copy that is the live file itself: a pre-restore snapshot
+/// shares it until the restore puts the new file in place, and one left by
+/// an interrupted restore still does. Sharing it would tie the new backup to
+/// the live db, and reading it would close a descriptor of a file this
+/// process's SQLite connection has locks on, which drops them.
+fn back_up_sqlite(
+    source: &Utf8Path,
+    target: &Utf8Path,
+    (snapshot, relative): (&Utf8Path, &str),
+    progress: &dyn Progress,
+) -> Result<SqliteCopy> {
+    let copied = |(facts, size_bytes, checksum)| SqliteCopy::Copied(facts, size_bytes, checksum);
+    let copy = match crate::validate::resolve_inside(snapshot, relative) {
+        Ok(copy) if !same_file(&copy, source) => copy,
+        _ => return backup_hashed(source, target, progress).map(copied),
+    };
+    match backup_lazily(source, target, &copy, progress)? {
+        LazyBackup::Copied(facts, size_bytes, checksum) => {
+            Ok(SqliteCopy::Copied(facts, size_bytes, checksum))
+        }
+        LazyBackup::SameAsPrevious if replace_with_link(snapshot, relative, target) => Ok(SqliteCopy::Shared),
+        // No link (another filesystem, a link limit): a copy of its own.
+        LazyBackup::SameAsPrevious => {
+            fs::remove_file(target)?;
+            backup_hashed(source, target, progress).map(copied)
+        }
+    }
+}
+
+/// Whether two paths name one file; `true` if either cannot be looked at,
+/// so that the caller leaves it alone.
+fn same_file(a: &Utf8Path, b: &Utf8Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => true,
     }
 }
 
@@ -592,22 +609,28 @@ impl<'a> ChromaCopy<'a> {
             return Ok((record, false));
         }
         if relative.ends_with(".sqlite3") {
-            let (_, size_bytes, checksum) = backup_hashed(&source, &target, progress)?;
-            // Same bytes as the previous copy: share it, as for the main db.
-            let linked = self.previous.as_ref().is_some_and(|previous| {
-                previous
-                    .files
-                    .get(relative)
-                    .is_some_and(|r| r.checksum == checksum && r.size_bytes == size_bytes)
-                    && replace_with_link(&previous.root, relative, &target)
+            // As the main db: compared with the previous copy, shared if the same.
+            let previous = self.previous.as_ref().and_then(|previous| {
+                let recorded = previous.files.get(relative)?;
+                Some((previous.root.as_path(), recorded))
             });
+            let (size_bytes, checksum) = match previous {
+                Some((root, recorded)) => match back_up_sqlite(&source, &target, (root, relative), progress)?
+                {
+                    SqliteCopy::Shared => return Ok((recorded.clone(), true)),
+                    SqliteCopy::Copied(_, size_bytes, checksum) => (size_bytes, checksum),
+                },
+                None => {
+                    backup_hashed(&source, &target, progress).map(|(_, size, checksum)| (size, checksum))?
+                }
+            };
             let record = FileRecord {
                 path: relative.to_owned(),
                 size_bytes,
                 checksum,
                 source_mtime_ns: None,
             };
-            return Ok((record, linked));
+            return Ok((record, false));
         }
         if let Some(previous) = &self.previous
             && let Some(record) = previous.link_if_unchanged(relative, &source, &target, progress)?

@@ -4,7 +4,8 @@
 //!
 //! SQLite lets only a VFS change how it reads a file, and no maintained crate
 //! wraps the default VFS without generating bindings at build time, so this
-//! and `mapped_chunks` are the workspace's only `unsafe` code.
+//! and `mapped_chunks` (and `sqlite_lazy_vfs`, for the writing side) are the
+//! workspace's only `unsafe` code.
 //!
 //! The VFS is a copy of the default one with its own `xOpen`. That lets the
 //! default VFS open the file, then points the file at a copy of the file's

@@ -501,6 +501,20 @@ fn an_unchanged_chroma_file_is_hard_linked_from_the_previous_backup_and_a_change
     atocore_backup_core::delete_backup(&runtime.paths, &first.stamp).unwrap();
     let report = validate_backup(&runtime.paths.backup_dir, &second.stamp).unwrap();
     assert!(report.valid, "{:?}", report.errors);
+
+    // A changed chroma.sqlite3, compared with the second's copy as it was
+    // written, gets a whole, sound copy of its own.
+    rusqlite::Connection::open(runtime.paths.chroma_dir.join("chroma.sqlite3"))
+        .unwrap()
+        .execute_batch("CREATE TABLE added (x); INSERT INTO added VALUES (1);")
+        .unwrap();
+    let third = runtime.backup(true);
+    assert_ne!(
+        inode(&second.stamp, "chroma.sqlite3"),
+        inode(&third.stamp, "chroma.sqlite3")
+    );
+    let report = validate_backup(&runtime.paths.backup_dir, &third.stamp).unwrap();
+    assert!(report.valid, "{:?}", report.errors);
 }
 
 /// This process's POSIX locks on the file with inode `inode`, as the
