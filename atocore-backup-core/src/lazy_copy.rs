@@ -3,7 +3,7 @@
 //! A second backup of an unchanged db used to write a whole new copy, hash
 //! it, find it identical to the previous backup's and free it again: a GiB
 //! written and discarded to learn "no change". SQLite's online backup writes
-//! its copy through a VFS, and the `atocore-reuse` VFS hands those writes to
+//! its copy through a VFS, and the `atocore-lazy` VFS hands those writes to
 //! a [`LazyCopy`]: while every write holds the bytes the previous copy has
 //! at that offset, nothing is written and the previous copy answers reads.
 //! The first time that stops being true the copy is *materialised*: what has
@@ -14,23 +14,24 @@
 //! holds exactly what SQLite wrote, as a plain file would.
 //!
 //! A few differing writes are held in memory rather than materialising at
-//! once: SQLite may write a page and later rewrite it (the pager spills
-//! page 1 before the commit updates its header), and only the last write of
-//! a page decides.
+//! once: SQLite's pager may write a page and rewrite it before its commit
+//! (a page spilled from a full cache and changed again, page 1 whose header
+//! the commit updates), and only the last write of a page decides.
 
-use fs_err::os::unix::fs::FileExt;
 use std::collections::BTreeMap;
 use std::io;
 
 use fs_err as fs;
+use fs_err::os::unix::fs::FileExt;
 
 use crate::mapped_chunks::MappedChunks;
 
 /// The granularity at which writes are tracked: SQLite's smallest page.
 const UNIT: u64 = 512;
 
-/// Differing bytes held in memory before the copy is materialised.
-const HELD_BYTES_LIMIT: usize = 1 << 20;
+/// Differing bytes held in memory before the copy is materialised. Tests
+/// hold a few pages only, so that their small files cross the limit too.
+const HELD_BYTES_LIMIT: usize = if cfg!(test) { 4096 } else { 1 << 20 };
 
 /// How a [`LazyCopy`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
