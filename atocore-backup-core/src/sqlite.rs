@@ -480,13 +480,30 @@ mod tests {
         made
     }
 
+    /// A live db and a plain backup of it as the previous copy, in a temp
+    /// dir: `(temp dir, its path, live db, writer, previous copy, its bytes)`.
+    fn live_db_and_previous_copy() -> (
+        tempfile::TempDir,
+        Utf8PathBuf,
+        Utf8PathBuf,
+        Connection,
+        Utf8PathBuf,
+        Vec<u8>,
+    ) {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = Utf8Path::from_path(temp.path())
+            .expect("UTF-8 temp dir")
+            .to_owned();
+        let (source, writer) = live_db(&dir);
+        let previous = dir.join("previous.db");
+        let bytes = plain_backup(&source, &previous);
+        (temp, dir, source, writer, previous, bytes)
+    }
+
     #[test]
     fn an_unchanged_db_is_recognised_without_writing_and_a_changed_one_copied_exactly() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let dir = Utf8Path::from_path(dir.path()).expect("UTF-8 temp dir");
-        let (source, writer) = live_db(dir);
-        let previous = dir.join("previous.db");
-        plain_backup(&source, &previous);
+        let (_temp, dir, source, writer, previous, _) = live_db_and_previous_copy();
+        let dir = dir.as_path();
 
         let unchanged = lazy_against_plain(dir, &source, &previous);
         assert!(matches!(unchanged, LazyBackup::SameAsPrevious), "{unchanged:?}");
@@ -521,11 +538,8 @@ mod tests {
 
     #[test]
     fn a_damaged_previous_copy_is_never_taken_for_the_db() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let dir = Utf8Path::from_path(dir.path()).expect("UTF-8 temp dir");
-        let (source, _writer) = live_db(dir);
-        let previous = dir.join("previous.db");
-        let mut bytes = plain_backup(&source, &previous);
+        let (_temp, dir, source, _writer, previous, mut bytes) = live_db_and_previous_copy();
+        let dir = dir.as_path();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 1;
         fs::write(&previous, &bytes).expect("damage previous");

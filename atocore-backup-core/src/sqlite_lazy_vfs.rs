@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use rusqlite::ffi;
 
 use crate::lazy_copy::LazyCopy;
-use crate::sqlite_vfs::{DefaultVfs, default_vfs, register_over_default};
+use crate::sqlite_vfs::{open_with_default, register_over_default};
 
 const NAME: &CStr = c"atocore-lazy";
 const COPY_PARAMETER: &CStr = c"atocore_lazy_copy";
@@ -130,13 +130,7 @@ unsafe extern "C" fn open(
             false => -1,
         };
         if number < 0 {
-            let Some(DefaultVfs(default)) = default_vfs() else {
-                return ffi::SQLITE_CANTOPEN;
-            };
-            return match (**default).xOpen {
-                Some(default_open) => default_open(*default, name, file, flags, out_flags),
-                None => ffi::SQLITE_CANTOPEN,
-            };
+            return open_with_default(name, file, flags, out_flags);
         }
         let copy = registered()
             .lock()

@@ -33,7 +33,7 @@ const NAME: &CStr = c"atocore-mapped";
 type CloseFn = unsafe extern "C" fn(*mut ffi::sqlite3_file) -> c_int;
 
 /// The default VFS this one opens files with.
-pub(crate) struct DefaultVfs(pub(crate) *mut ffi::sqlite3_vfs);
+struct DefaultVfs(*mut ffi::sqlite3_vfs);
 
 // SAFETY: a registered VFS is immutable and callable from any thread (SQLite
 // requires this of every VFS), and the default one is never unregistered here.
@@ -42,7 +42,7 @@ unsafe impl Send for DefaultVfs {}
 unsafe impl Sync for DefaultVfs {}
 
 /// SQLite's default VFS; `None` if SQLite has none.
-pub(crate) fn default_vfs() -> Option<&'static DefaultVfs> {
+fn default_vfs() -> Option<&'static DefaultVfs> {
     static DEFAULT_VFS: OnceLock<Option<DefaultVfs>> = OnceLock::new();
     DEFAULT_VFS
         .get_or_init(|| {
@@ -87,6 +87,31 @@ pub(crate) fn register_over_default(name: &'static CStr, open: OpenFn, file_size
     }
 }
 
+/// Opens `file` with the default VFS's `xOpen`.
+///
+/// # Safety
+///
+/// As for any `xOpen`: the arguments SQLite gave a VFS registered by
+/// [`register_over_default`], whose files are at least the default's size.
+pub(crate) unsafe fn open_with_default(
+    name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    let Some(DefaultVfs(default)) = default_vfs() else {
+        return ffi::SQLITE_CANTOPEN;
+    };
+    // SAFETY: `default` is registered, and the arguments are valid for an
+    // `xOpen` (this function's contract).
+    unsafe {
+        match (**default).xOpen {
+            Some(default_open) => default_open(*default, name, file, flags, out_flags),
+            None => ffi::SQLITE_CANTOPEN,
+        }
+    }
+}
+
 /// A VFS's `xOpen`.
 pub(crate) type OpenFn = unsafe extern "C" fn(
     *mut ffi::sqlite3_vfs,
@@ -113,17 +138,9 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let Some(DefaultVfs(default)) = default_vfs() else {
-        return ffi::SQLITE_CANTOPEN;
-    };
-    // SAFETY: `default` is registered (see `register`); SQLite passes this
-    // `xOpen` a file of the default VFS's size and arguments it accepts.
-    let opened = unsafe {
-        match (**default).xOpen {
-            Some(default_open) => default_open(*default, name, file, flags, out_flags),
-            None => return ffi::SQLITE_CANTOPEN,
-        }
-    };
+    // SAFETY: SQLite passes this `xOpen` a file of at least the default
+    // VFS's size and arguments it accepts.
+    let opened = unsafe { open_with_default(name, file, flags, out_flags) };
     let read_only_db = flags & ffi::SQLITE_OPEN_MAIN_DB != 0 && flags & ffi::SQLITE_OPEN_READONLY != 0;
     // SAFETY: for a main db, `name` is a full path `sqlite3_uri_boolean`
     // reads; the default VFS opened `file`, so its method table is valid.
