@@ -437,14 +437,20 @@ fn back_up_sqlite(
         Ok(copy) if !same_file(&copy, source) => copy,
         _ => return backup_hashed(source, target, progress).map(copied),
     };
-    match backup_lazily(source, target, &copy, progress)? {
-        LazyBackup::Copied(facts, size_bytes, checksum) => {
+    match backup_lazily(source, target, &copy, progress) {
+        Ok(LazyBackup::Copied(facts, size_bytes, checksum)) => {
             Ok(SqliteCopy::Copied(facts, size_bytes, checksum))
         }
-        LazyBackup::SameAsPrevious if replace_with_link(snapshot, relative, target) => Ok(SqliteCopy::Shared),
-        // No link (another filesystem, a link limit): a copy of its own.
-        LazyBackup::SameAsPrevious => {
-            fs::remove_file(target)?;
+        Ok(LazyBackup::SameAsPrevious) if replace_with_link(snapshot, relative, target) => {
+            Ok(SqliteCopy::Shared)
+        }
+        // The source is the trouble: a plain copy would meet it again.
+        Err(error @ (Error::DbSourceUnopenable { .. } | Error::DbBackupBusy { .. })) => Err(error),
+        // No link (another filesystem, a link limit), or the earlier copy
+        // could not be read, or the lazy copy failed: it only ever saves
+        // work, so a plain copy of its own decides.
+        Ok(LazyBackup::SameAsPrevious) | Err(_) => {
+            crate::durable::remove_if_exists(target)?;
             backup_hashed(source, target, progress).map(copied)
         }
     }

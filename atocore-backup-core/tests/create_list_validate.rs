@@ -576,6 +576,23 @@ fn a_previous_copy_that_is_the_live_db_file_is_never_read_or_shared() {
 }
 
 #[test]
+fn a_previous_copy_that_cannot_be_read_only_costs_a_plain_copy() {
+    let runtime = Runtime::seeded(50);
+    let first = runtime.backup(false);
+    // Opens, but every read fails (`EISDIR`), half way into the lazy copy.
+    let copy = runtime.snapshot(&first.stamp).join(&first.db.path);
+    fs::remove_file(&copy).unwrap();
+    fs::create_dir(&copy).unwrap();
+    let second = runtime.backup(false);
+    assert!(second.db.linked_from.is_none());
+    assert!(
+        validate_backup(&runtime.paths.backup_dir, &second.stamp)
+            .unwrap()
+            .valid
+    );
+}
+
+#[test]
 fn an_unchanged_db_shares_the_previous_copy_and_a_changed_one_does_not() {
     use std::os::unix::fs::MetadataExt;
     let runtime = Runtime::seeded(200);
