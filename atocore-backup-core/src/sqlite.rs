@@ -116,7 +116,11 @@ pub(crate) fn backup_lazily(
         Ok(lazy.finish()?)
     })?;
     match finished {
-        Finished::SameAsPrevious => Ok(LazyBackup::SameAsPrevious),
+        Finished::SameAsPrevious => {
+            // Read and compared rather than hashed: counted all the same.
+            progress.advance(fs::metadata(previous)?.len());
+            Ok(LazyBackup::SameAsPrevious)
+        }
         Finished::Written => {
             let facts = read_facts(&open_immutable(target)?).map_err(sqlite_error(target))?;
             let (size_bytes, checksum) = hash_and_sync(&copy, progress)?;
