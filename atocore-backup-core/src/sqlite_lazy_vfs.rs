@@ -26,7 +26,7 @@ use crate::sqlite_vfs::{open_with_default, register_over_default};
 const NAME: &CStr = c"atocore-lazy";
 const COPY_PARAMETER: &CStr = c"atocore_lazy_copy";
 
-type SharedCopy = Arc<Mutex<Option<LazyCopy>>>;
+type SharedCopy = Arc<Mutex<LazyCopy>>;
 
 /// Lazy copies a connection may open, by the number in their URI.
 fn registered() -> &'static Mutex<HashMap<i64, SharedCopy>> {
@@ -50,7 +50,7 @@ impl RegisteredCopy {
             return None;
         }
         let number = NEXT.fetch_add(1, Ordering::Relaxed);
-        let copy = Arc::new(Mutex::new(Some(copy)));
+        let copy = Arc::new(Mutex::new(copy));
         registered().lock().ok()?.insert(number, Arc::clone(&copy));
         Some(Self { number, copy })
     }
@@ -73,7 +73,7 @@ impl RegisteredCopy {
     pub(crate) fn into_copy(self) -> Option<LazyCopy> {
         let copy = Arc::clone(&self.copy);
         drop(self);
-        Arc::into_inner(copy)?.into_inner().ok()?
+        Arc::into_inner(copy)?.into_inner().ok()
     }
 }
 
@@ -89,7 +89,7 @@ impl Drop for RegisteredCopy {
 #[repr(C)]
 struct LazyFile {
     base: ffi::sqlite3_file,
-    copy: *const Mutex<Option<LazyCopy>>,
+    copy: *const Mutex<LazyCopy>,
 }
 
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -168,7 +168,7 @@ unsafe fn with_copy(
     // and the file still holds that reference.
     let copy = unsafe { &*(*file.cast::<LazyFile>()).copy };
     match copy.lock() {
-        Ok(mut copy) => copy.as_mut().map_or(failed, job),
+        Ok(mut copy) => job(&mut copy),
         Err(_) => failed,
     }
 }
