@@ -209,11 +209,7 @@ fn a_db_inside_the_chroma_dir_is_refused_with_chroma_and_backed_up_without() {
     assert_no_snapshot_left(&runtime);
     // Without chroma nothing reads the db but SQLite.
     let manifest = runtime.backup(false);
-    assert!(
-        validate_backup(&runtime.paths.backup_dir, &manifest.stamp)
-            .unwrap()
-            .valid
-    );
+    runtime.assert_valid(&manifest.stamp);
 }
 
 #[test]
@@ -513,8 +509,7 @@ fn an_unchanged_chroma_file_is_hard_linked_from_the_previous_backup_and_a_change
         inode(&second.stamp, "chroma.sqlite3"),
         inode(&third.stamp, "chroma.sqlite3")
     );
-    let report = validate_backup(&runtime.paths.backup_dir, &third.stamp).unwrap();
-    assert!(report.valid, "{:?}", report.errors);
+    runtime.assert_valid(&third.stamp);
 }
 
 /// This process's POSIX locks on the file with inode `inode`, as the
@@ -568,11 +563,7 @@ fn a_previous_copy_that_is_the_live_db_file_is_never_read_or_shared() {
     assert!(second.db.linked_from.is_none());
     let second_copy = runtime.snapshot(&second.stamp).join(&second.db.path);
     assert_ne!(fs::metadata(&second_copy).unwrap().ino(), live_inode);
-    assert!(
-        validate_backup(&runtime.paths.backup_dir, &second.stamp)
-            .unwrap()
-            .valid
-    );
+    runtime.assert_valid(&second.stamp);
 }
 
 #[test]
@@ -585,11 +576,7 @@ fn a_previous_copy_that_cannot_be_read_only_costs_a_plain_copy() {
     fs::create_dir(&copy).unwrap();
     let second = runtime.backup(false);
     assert!(second.db.linked_from.is_none());
-    assert!(
-        validate_backup(&runtime.paths.backup_dir, &second.stamp)
-            .unwrap()
-            .valid
-    );
+    runtime.assert_valid(&second.stamp);
 }
 
 #[test]
@@ -618,15 +605,7 @@ fn an_unchanged_db_shares_the_previous_copy_and_a_changed_one_does_not() {
     assert_ne!(db_inode(&third), db_inode(&second));
     // Compared with the second's copy as it was written: still a whole,
     // sound copy of its own.
-    assert!(
-        validate_backup(&runtime.paths.backup_dir, &third.stamp)
-            .unwrap()
-            .valid
-    );
+    runtime.assert_valid(&third.stamp);
     atocore_backup_core::delete_backup(&runtime.paths, &first.stamp).unwrap();
-    assert!(
-        validate_backup(&runtime.paths.backup_dir, &second.stamp)
-            .unwrap()
-            .valid
-    );
+    runtime.assert_valid(&second.stamp);
 }

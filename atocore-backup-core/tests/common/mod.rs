@@ -45,6 +45,12 @@ impl Runtime {
         .unwrap()
     }
 
+    /// Validates the backup `stamp`, failing the test with its errors.
+    pub fn assert_valid(&self, stamp: &Stamp) {
+        let report = atocore_backup_core::validate_backup(&self.paths.backup_dir, stamp).unwrap();
+        assert!(report.valid, "{stamp}: {:?}", report.errors);
+    }
+
     pub fn snapshot(&self, stamp: &Stamp) -> Utf8PathBuf {
         self.paths.snapshots_dir().join(stamp.as_str())
     }
