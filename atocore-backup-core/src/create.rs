@@ -387,14 +387,11 @@ struct PreviousDb {
 impl PreviousDb {
     /// Best effort: any problem just means "copy it".
     fn newest(paths: &RuntimePaths, earlier: &[crate::BackupSummary]) -> Option<PreviousDb> {
-        let summary = earlier.iter().find(|b| b.broken.is_none())?;
-        let stamp: Stamp = summary.stamp.parse().ok()?;
-        let snapshot = snapshot_dir(paths, &stamp);
-        let record = BackupManifest::load(&snapshot).ok()?.db;
+        let (stamp, snapshot, manifest) = newest_manifest(paths, earlier, |_| true)?;
         Some(PreviousDb {
             stamp,
             snapshot,
-            record,
+            record: manifest.db,
         })
     }
 
@@ -405,6 +402,20 @@ impl PreviousDb {
             ..self.record.clone()
         }
     }
+}
+
+/// The newest readable backup that `wanted`: its stamp, directory and
+/// manifest. Best effort: any problem just means "none".
+fn newest_manifest(
+    paths: &RuntimePaths,
+    earlier: &[crate::BackupSummary],
+    wanted: impl Fn(&crate::BackupSummary) -> bool,
+) -> Option<(Stamp, Utf8PathBuf, BackupManifest)> {
+    let summary = earlier.iter().find(|b| b.broken.is_none() && wanted(b))?;
+    let stamp: Stamp = summary.stamp.parse().ok()?;
+    let dir = snapshot_dir(paths, &stamp);
+    let manifest = BackupManifest::load(&dir).ok()?;
+    Some((stamp, dir, manifest))
 }
 
 /// What [`back_up_sqlite`] made.
@@ -493,10 +504,8 @@ struct PreviousChroma {
 impl PreviousChroma {
     /// Best effort: any problem just means "copy everything".
     fn newest(paths: &RuntimePaths, earlier: &[crate::BackupSummary]) -> Option<PreviousChroma> {
-        let summary = earlier.iter().find(|b| b.broken.is_none() && b.has_chroma)?;
-        let stamp: Stamp = summary.stamp.parse().ok()?;
-        let dir = snapshot_dir(paths, &stamp);
-        let chroma = BackupManifest::load(&dir).ok()?.chroma?;
+        let (stamp, dir, manifest) = newest_manifest(paths, earlier, |b| b.has_chroma)?;
+        let chroma = manifest.chroma?;
         let root = dir.join(&chroma.path);
         let files = chroma.files.into_iter().map(|f| (f.path.clone(), f)).collect();
         Some(PreviousChroma { stamp, root, files })

@@ -92,12 +92,12 @@ pub(crate) fn backup_lazily(
         .create_new(true)
         .open(target)?;
     let lazy = LazyCopy::new(fs::File::open(previous)?, copy.try_clone()?)?;
-    let Some(registered) = RegisteredCopy::new(lazy) else {
-        drop(copy);
-        fs::remove_file(target)?;
-        return backup_hashed(source, target, progress)
-            .map(|(facts, size, sum)| LazyBackup::Copied(facts, size, sum));
-    };
+    // The caller falls back to a plain copy on any error of this one.
+    let registered = RegisteredCopy::new(lazy).ok_or_else(|| {
+        Error::Io(std::io::Error::other(format!(
+            "the lazy copy to `{target}` could not be registered with SQLite"
+        )))
+    })?;
     let finished = flushing_behind(&copy, || {
         let flags =
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
