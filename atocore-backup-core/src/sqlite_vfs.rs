@@ -1,6 +1,10 @@
 //! `atocore-mapped`: SQLite's default VFS, except that a main db opened
-//! read-only and `immutable=1` hands SQLite its pages through
-//! [`MappedChunks`] rather than the default VFS's map of the whole file.
+//! read-only never keeps more than a few MiB of its map resident:
+//!
+//! - opened `immutable=1` (a backup copy), SQLite gets its pages through
+//!   [`MappedChunks`] rather than the default VFS's map of the whole file;
+//! - otherwise (a live db being backed up), SQLite maps it as usual and the
+//!   map is dropped behind the reads ([`DropBehind`]).
 //!
 //! SQLite lets only a VFS change how it reads a file, and no maintained crate
 //! wraps the default VFS without generating bindings at build time, so this
@@ -9,16 +13,15 @@
 //!
 //! The VFS is a copy of the default one with its own `xOpen`. That lets the
 //! default VFS open the file, then points the file at a copy of the file's
-//! own method table in which `xFetch` and `xUnfetch` go to the chunks and
-//! `xClose` frees them. Every other method is the default VFS's, called with
-//! the very file it opened, so reads, locking and file controls are
-//! untouched. SQLite fetches pages only on connections with a positive
-//! `mmap_size`; the default VFS never maps these files, as its own `xFetch`
-//! is never called.
+//! own method table in which `xFetch` (and, for chunks, `xUnfetch`) are this
+//! module's and `xClose` frees what they kept. Every other method is the
+//! default VFS's, called with the very file it opened, so reads, locking and
+//! file controls are untouched. SQLite fetches pages only on connections
+//! with a positive `mmap_size`.
 
 #![allow(unsafe_code)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, OsStr, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::ptr;
@@ -121,14 +124,24 @@ pub(crate) type OpenFn = unsafe extern "C" fn(
     *mut c_int,
 ) -> c_int;
 
-/// A mapped file's method table and chunks. `methods` comes first, so the
-/// file's `pMethods` is also the address of this.
+/// A wrapped file's method table, the default one it was copied from, and
+/// what this VFS's own methods keep for the file. `methods` comes first, so
+/// the file's `pMethods` is also the address of this.
 #[repr(C)]
-struct Wrapped {
+struct Wrapped<S> {
     methods: ffi::sqlite3_io_methods,
     default_methods: *const ffi::sqlite3_io_methods,
     default_close: CloseFn,
-    chunks: RefCell<MappedChunks>,
+    state: S,
+}
+
+/// How a read-only main db is wrapped.
+enum Mapping {
+    /// An immutable backup copy: pages come from [`MappedChunks`].
+    Chunks,
+    /// A live db: pages come from the default VFS's map of it, which is
+    /// dropped behind the backup's reads ([`DropBehind`]).
+    DefaultDroppedBehind,
 }
 
 unsafe extern "C" fn open(
@@ -142,19 +155,27 @@ unsafe extern "C" fn open(
     // VFS's size and arguments it accepts.
     let opened = unsafe { open_with_default(name, file, flags, out_flags) };
     let read_only_db = flags & ffi::SQLITE_OPEN_MAIN_DB != 0 && flags & ffi::SQLITE_OPEN_READONLY != 0;
+    if opened != ffi::SQLITE_OK || !read_only_db {
+        return opened;
+    }
     // SAFETY: for a main db, `name` is a full path `sqlite3_uri_boolean`
     // reads; the default VFS opened `file`, so its method table is valid.
     unsafe {
-        if opened != ffi::SQLITE_OK
-            || !read_only_db
-            || ffi::sqlite3_uri_boolean(name, c"immutable".as_ptr(), 0) == 0
-        {
-            return opened;
-        }
-        match wrap(file, CStr::from_ptr(name)) {
+        let mapping = match ffi::sqlite3_uri_boolean(name, c"immutable".as_ptr(), 0) {
+            0 => Mapping::DefaultDroppedBehind,
+            _ => Mapping::Chunks,
+        };
+        let wrapped = match mapping {
+            Mapping::Chunks => wrap_in_chunks(file, CStr::from_ptr(name)),
+            Mapping::DefaultDroppedBehind => wrap(file, DropBehind::default(), |methods| {
+                methods.xFetch = Some(fetch_dropping_behind);
+            }),
+        };
+        match wrapped {
             Some(()) => ffi::SQLITE_OK,
             // Unwrapped, a positive `mmap_size` would let the default VFS map
-            // the whole file: fail the open rather than that.
+            // the whole file and keep all of it resident: fail the open
+            // rather than that.
             None => {
                 let default_methods = (*file).pMethods;
                 if let Some(default_close) = default_methods.as_ref().and_then(|methods| methods.xClose) {
@@ -167,14 +188,19 @@ unsafe extern "C" fn open(
     }
 }
 
-/// Points an open file at a [`Wrapped`] copy of its method table; `None` if
-/// the file cannot be opened again for mapping.
+/// Points an open file at a [`Wrapped`] copy of its method table, changed
+/// by `customise`, with `xClose` freeing it; `None` if the default methods
+/// are too old to map pages.
 ///
 /// # Safety
 ///
-/// `file` must have just been opened successfully by the default VFS, from
-/// the path `name`.
-unsafe fn wrap(file: *mut ffi::sqlite3_file, name: &CStr) -> Option<()> {
+/// `file` must have just been opened successfully by the default VFS, and
+/// the methods `customise` installs must treat the file as a `Wrapped<S>`.
+unsafe fn wrap<S>(
+    file: *mut ffi::sqlite3_file,
+    state: S,
+    customise: impl FnOnce(&mut ffi::sqlite3_io_methods),
+) -> Option<()> {
     // SAFETY: per this function's contract, `file` and its methods are valid.
     unsafe {
         let default_methods = (*file).pMethods;
@@ -182,7 +208,32 @@ unsafe fn wrap(file: *mut ffi::sqlite3_file, name: &CStr) -> Option<()> {
             return None;
         }
         let default_close = (*default_methods).xClose?;
-        let file_size = (*default_methods).xFileSize?;
+        let mut methods = ffi::sqlite3_io_methods {
+            xClose: Some(close::<S>),
+            ..*default_methods
+        };
+        customise(&mut methods);
+        let wrapped = Box::into_raw(Box::new(Wrapped {
+            methods,
+            default_methods,
+            default_close,
+            state,
+        }));
+        (*file).pMethods = &raw const (*wrapped).methods;
+        Some(())
+    }
+}
+
+/// Wraps an immutable copy so that its pages come from [`MappedChunks`];
+/// `None` if the file cannot be opened again for mapping.
+///
+/// # Safety
+///
+/// As for [`wrap`], and `name` must be the path `file` was opened from.
+unsafe fn wrap_in_chunks(file: *mut ffi::sqlite3_file, name: &CStr) -> Option<()> {
+    // SAFETY: per this function's contract, `file` and its methods are valid.
+    unsafe {
+        let file_size = (*file).pMethods.as_ref()?.xFileSize?;
         let mut size: ffi::sqlite3_int64 = 0;
         if file_size(file, &mut size) != ffi::SQLITE_OK {
             return None;
@@ -191,32 +242,23 @@ unsafe fn wrap(file: *mut ffi::sqlite3_file, name: &CStr) -> Option<()> {
         // Its own descriptor: the default VFS's is private. Closing it cannot
         // drop SQLite's locks, as an immutable file is never locked.
         let mappable = fs_err::File::open(OsStr::from_bytes(name.to_bytes())).ok()?;
-        let wrapped = Box::into_raw(Box::new(Wrapped {
-            methods: ffi::sqlite3_io_methods {
-                xFetch: Some(fetch),
-                xUnfetch: Some(unfetch),
-                xClose: Some(close),
-                ..*default_methods
-            },
-            default_methods,
-            default_close,
-            chunks: RefCell::new(MappedChunks::new(mappable, size)),
-        }));
-        (*file).pMethods = &raw const (*wrapped).methods;
-        Some(())
+        let chunks = RefCell::new(MappedChunks::new(mappable, size));
+        wrap(file, chunks, |methods| {
+            methods.xFetch = Some(fetch);
+            methods.xUnfetch = Some(unfetch);
+        })
     }
 }
 
-/// The [`Wrapped`] of a file this VFS mapped.
+/// The [`Wrapped`] of a file this VFS wrapped with state `S`.
 ///
 /// # Safety
 ///
-/// `file` must be open and wrapped: SQLite calls `xFetch`, `xUnfetch` and
-/// `xClose` only through the table `wrap` installed, and only `close` frees
-/// it.
-unsafe fn wrapped<'a>(file: *mut ffi::sqlite3_file) -> &'a Wrapped {
+/// `file` must be open and wrapped with an `S`: SQLite calls the methods
+/// `wrap` installed only through its table, and only `close` frees it.
+unsafe fn wrapped<'a, S>(file: *mut ffi::sqlite3_file) -> &'a Wrapped<S> {
     // SAFETY: per this function's contract.
-    unsafe { &*(*file).pMethods.cast::<Wrapped>() }
+    unsafe { &*(*file).pMethods.cast::<Wrapped<S>>() }
 }
 
 unsafe extern "C" fn fetch(
@@ -225,14 +267,14 @@ unsafe extern "C" fn fetch(
     amount: c_int,
     page: *mut *mut c_void,
 ) -> c_int {
-    // SAFETY: SQLite calls this through the wrapped table, with a valid out
-    // pointer for the page.
-    let (wrapped, page) = unsafe { (wrapped(file), &mut *page) };
+    // SAFETY: SQLite calls this through the table `wrap_in_chunks`
+    // installed, with a valid out pointer for the page.
+    let (wrapped, page) = unsafe { (wrapped::<RefCell<MappedChunks>>(file), &mut *page) };
     *page = ptr::null_mut();
     let (Ok(offset), Ok(amount), Ok(mut chunks)) = (
         u64::try_from(offset),
         usize::try_from(amount),
-        wrapped.chunks.try_borrow_mut(),
+        wrapped.state.try_borrow_mut(),
     ) else {
         // SQLite reads the page instead.
         return ffi::SQLITE_OK;
@@ -251,8 +293,8 @@ unsafe extern "C" fn unfetch(
     page: *mut c_void,
 ) -> c_int {
     // SAFETY: as in `fetch`.
-    let wrapped = unsafe { wrapped(file) };
-    if let Ok(mut chunks) = wrapped.chunks.try_borrow_mut() {
+    let wrapped = unsafe { wrapped::<RefCell<MappedChunks>>(file) };
+    if let Ok(mut chunks) = wrapped.state.try_borrow_mut() {
         match u64::try_from(offset) {
             Ok(offset) if !page.is_null() => chunks.release(offset),
             _ => chunks.release_idle(),
@@ -261,13 +303,114 @@ unsafe extern "C" fn unfetch(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: as in `fetch`; SQLite calls `xClose` once, after every other
-    // method and with every page released, so the `Wrapped` and its maps are
-    // freed exactly once. The default method table goes back before the
-    // default `xClose` sees the file.
+/// The span of a live db's map kept resident behind the furthest page
+/// fetched, and the steps in which the rest is dropped.
+const DROP_STEP: usize = 2 << 20;
+
+/// Bytes of live dbs' maps dropped by every [`DropBehind`] in this process,
+/// for tests to see that pages were served from the map and dropped.
+#[cfg(test)]
+pub(crate) static MAP_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Where the default VFS's map of a live db starts, and how much of it has
+/// been dropped from this process's resident memory.
+///
+/// A live db cannot be mapped in chunks: that needs a descriptor of its
+/// own, and closing any descriptor of a file drops every POSIX lock this
+/// process holds on it, the server's included. So SQLite maps it, with its
+/// own descriptor, as it does for any connection with a positive
+/// `mmap_size`. A backup reads every page once, in order, so pages far
+/// behind the furthest one fetched are unmapped (`MADV_DONTNEED`) as it
+/// goes: they stay in the page cache and are faulted in again if SQLite
+/// ever asks for one, but never count against the process's memory.
+struct DropBehind {
+    map: Cell<*mut u8>,
+    dropped_to: Cell<usize>,
+}
+
+impl Default for DropBehind {
+    fn default() -> Self {
+        DropBehind {
+            map: Cell::new(ptr::null_mut()),
+            dropped_to: Cell::new(0),
+        }
+    }
+}
+
+impl DropBehind {
+    /// Drops the part of the map at `map` that lies over [`DROP_STEP`]
+    /// behind `offset`, a page just fetched from it.
+    ///
+    /// # Safety
+    ///
+    /// `map` must be the start of the default VFS's current map of the file,
+    /// which covers at least up to `offset`: true right after the default
+    /// `xFetch` returned the page at `offset` as `map + offset`.
+    unsafe fn after_fetch(&self, map: *mut u8, offset: usize) {
+        if map != self.map.get() {
+            // SQLite mapped the file anew (it grew): nothing of this map has
+            // been dropped yet.
+            self.map.set(map);
+            self.dropped_to.set(0);
+        }
+        let keep_from = offset.saturating_sub(DROP_STEP) / DROP_STEP * DROP_STEP;
+        let from = self.dropped_to.get();
+        if keep_from <= from {
+            return;
+        }
+        // SAFETY: `[map + from, map + keep_from)` lies below `offset`, so
+        // inside the current map (this function's contract), and `map + from`
+        // is page aligned, as the map and `DROP_STEP` are. Dropping pages of
+        // a shared, read-only file map loses nothing: a page touched again
+        // is faulted in from the page cache, with the same bytes. A failure
+        // only leaves the pages resident.
+        unsafe {
+            let _ = rustix::mm::madvise(
+                map.wrapping_add(from).cast(),
+                keep_from - from,
+                rustix::mm::Advice::LinuxDontNeed,
+            );
+        }
+        self.dropped_to.set(keep_from);
+        #[cfg(test)]
+        MAP_DROPPED.fetch_add(keep_from - from, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+unsafe extern "C" fn fetch_dropping_behind(
+    file: *mut ffi::sqlite3_file,
+    offset: ffi::sqlite3_int64,
+    amount: c_int,
+    page: *mut *mut c_void,
+) -> c_int {
+    // SAFETY: SQLite calls this through the table `open` installed for a
+    // live db, with a valid out pointer for the page; the default `xFetch`
+    // takes the same arguments.
     unsafe {
-        let wrapped = Box::from_raw((*file).pMethods.cast::<Wrapped>().cast_mut());
+        let wrapped = wrapped::<DropBehind>(file);
+        let Some(default_fetch) = (*wrapped.default_methods).xFetch else {
+            *page = ptr::null_mut();
+            return ffi::SQLITE_OK;
+        };
+        let fetched = default_fetch(file, offset, amount, page);
+        if let (ffi::SQLITE_OK, Ok(offset)) = (fetched, usize::try_from(offset))
+            && !(*page).is_null()
+        {
+            let map = (*page).cast::<u8>().wrapping_sub(offset);
+            wrapped.state.after_fetch(map, offset);
+        }
+        fetched
+    }
+}
+
+unsafe extern "C" fn close<S>(file: *mut ffi::sqlite3_file) -> c_int {
+    // SAFETY: SQLite calls `xClose` once, through the table `wrap`
+    // installed, after every other method and with every page released, so
+    // the `Wrapped` (and any maps it holds) is freed exactly once. The
+    // default method table goes back before the default `xClose` sees the
+    // file.
+    unsafe {
+        let wrapped = Box::from_raw((*file).pMethods.cast::<Wrapped<S>>().cast_mut());
         (*file).pMethods = wrapped.default_methods;
         (wrapped.default_close)(file)
     }
