@@ -17,6 +17,12 @@
 //! once: SQLite's pager may write a page and rewrite it before its commit
 //! (a page spilled from a full cache and changed again, page 1 whose header
 //! the commit updates), and only the last write of a page decides.
+//!
+//! Once writing (materialised, or from the start for a copy with no previous
+//! one, [`LazyCopy::without_previous`]), contiguous writes are gathered into
+//! [`GATHERED_BYTES_LIMIT`] before they reach the file. SQLite writes a page
+//! at a time, and a GiB written 4 KiB at a time cost this machine's kernel
+//! 1.1 s against 0.3 s in 1 MiB writes (docs/benchmarks.md).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -33,6 +39,10 @@ const UNIT: u64 = 512;
 /// hold a few pages only, so that their small files cross the limit too.
 const HELD_BYTES_LIMIT: usize = if cfg!(test) { 4096 } else { 1 << 20 };
 
+/// Contiguous bytes gathered before they are written. Tests gather a few
+/// pages only, so that their small files cross the limit too.
+const GATHERED_BYTES_LIMIT: usize = if cfg!(test) { 8192 } else { 1 << 20 };
+
 /// How a [`LazyCopy`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finished {
@@ -46,11 +56,6 @@ pub(crate) enum Finished {
 /// See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct LazyCopy {
-    previous: fs::File,
-    previous_len: u64,
-    /// Writes are compared with the previous copy where it lies in the page
-    /// cache: reading it would copy every page once more.
-    previous_chunks: MappedChunks,
     target: fs::File,
     /// The file's length as the writer sees it.
     len: u64,
@@ -60,6 +65,7 @@ pub(crate) struct LazyCopy {
 #[derive(Debug)]
 enum Mode {
     Comparing {
+        previous: Previous,
         /// One bit per [`UNIT`]: written since the start (with the previous
         /// copy's bytes, unless held in `differing`).
         written: Vec<u64>,
@@ -69,7 +75,59 @@ enum Mode {
         /// Scratch space for the previous copy's bytes.
         scratch: Vec<u8>,
     },
-    Writing,
+    Writing(Gathered),
+}
+
+/// The earlier copy a [`LazyCopy`] is compared with.
+#[derive(Debug)]
+struct Previous {
+    file: fs::File,
+    len: u64,
+    /// Writes are compared with the previous copy where it lies in the page
+    /// cache: reading it would copy every page once more.
+    chunks: MappedChunks,
+}
+
+/// Contiguous writes not yet made to the file: `bytes` belong at `start`.
+#[derive(Debug, Default)]
+struct Gathered {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Gathered {
+    /// Takes `bytes`, to be written at `offset`, if they lie within or right
+    /// after what is gathered (or nothing is) and fit under the limit.
+    fn take(&mut self, offset: u64, bytes: &[u8]) -> bool {
+        if self.bytes.is_empty() {
+            self.start = offset;
+        }
+        let Some(from) = offset
+            .checked_sub(self.start)
+            .and_then(|from| usize::try_from(from).ok())
+            .filter(|from| *from <= self.bytes.len())
+        else {
+            return false;
+        };
+        let to = from + bytes.len();
+        if to > self.bytes.len().max(GATHERED_BYTES_LIMIT) {
+            return false;
+        }
+        if to > self.bytes.len() {
+            self.bytes.resize(to, 0);
+        }
+        self.bytes[from..to].copy_from_slice(bytes);
+        true
+    }
+
+    /// Writes what is gathered to `target`.
+    fn flush(&mut self, target: &fs::File) -> io::Result<()> {
+        if !self.bytes.is_empty() {
+            target.write_all_at(&self.bytes, self.start)?;
+            self.bytes.clear();
+        }
+        Ok(())
+    }
 }
 
 impl LazyCopy {
@@ -77,20 +135,34 @@ impl LazyCopy {
     /// an earlier backup's copy, must not change while this exists (it is
     /// mapped: see [`MappedChunks`]).
     pub(crate) fn new(previous: fs::File, target: fs::File) -> io::Result<Self> {
-        let previous_len = previous.metadata()?.len();
+        let len = previous.metadata()?.len();
+        let previous = Previous {
+            chunks: MappedChunks::new(previous.try_clone()?, len),
+            file: previous,
+            len,
+        };
         Ok(Self {
-            previous_chunks: MappedChunks::new(previous.try_clone()?, previous_len),
-            previous,
-            previous_len,
             target,
             len: 0,
             mode: Mode::Comparing {
+                previous,
                 written: Vec::new(),
                 differing: BTreeMap::new(),
                 held_bytes: 0,
                 scratch: Vec::new(),
             },
         })
+    }
+
+    /// A copy with nothing to compare with: written from the start, in
+    /// gathered writes. `target` must be empty and open for reading and
+    /// writing.
+    pub(crate) fn without_previous(target: fs::File) -> Self {
+        Self {
+            target,
+            len: 0,
+            mode: Mode::Writing(Gathered::default()),
+        }
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -100,6 +172,7 @@ impl LazyCopy {
     pub(crate) fn write(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let end = offset + bytes.len() as u64;
         if let Mode::Comparing {
+            previous,
             written,
             differing,
             held_bytes,
@@ -119,16 +192,16 @@ impl LazyCopy {
                 Some((start, held)) => *start == offset && held.len() == bytes.len(),
             };
             if exact {
-                let same = end <= self.previous_len
-                    && match self
-                        .previous_chunks
+                let same = end <= previous.len
+                    && match previous
+                        .chunks
                         .with_mapped(offset, bytes.len(), |previous| previous == bytes)
                     {
                         Ok(Some(same)) => same,
                         // Not mapped (the file's last page, a failed map): read.
                         Ok(None) | Err(_) => {
                             scratch.resize(bytes.len(), 0);
-                            self.previous.read_exact_at(scratch, offset)?;
+                            previous.file.read_exact_at(scratch, offset)?;
                             scratch.as_slice() == bytes
                         }
                     };
@@ -148,7 +221,14 @@ impl LazyCopy {
             }
         }
         self.materialise()?;
-        self.target.write_all_at(bytes, offset)?;
+        if let Mode::Writing(gathered) = &mut self.mode
+            && !gathered.take(offset, bytes)
+        {
+            gathered.flush(&self.target)?;
+            if !gathered.take(offset, bytes) {
+                self.target.write_all_at(bytes, offset)?;
+            }
+        }
         self.len = self.len.max(end);
         Ok(())
     }
@@ -161,12 +241,18 @@ impl LazyCopy {
             .unwrap_or(usize::MAX)
             .min(buf.len());
         let buf = &mut buf[..available];
-        match &self.mode {
-            Mode::Writing => read_fully_at(&self.target, buf, offset)?,
+        match &mut self.mode {
+            Mode::Writing(gathered) => {
+                gathered.flush(&self.target)?;
+                read_fully_at(&self.target, buf, offset)?;
+            }
             Mode::Comparing {
-                written, differing, ..
+                previous,
+                written,
+                differing,
+                ..
             } => {
-                read_fully_at(&self.previous, buf, offset)?;
+                read_fully_at(&previous.file, buf, offset)?;
                 let end = offset + buf.len() as u64;
                 // What was never written reads as a hole would: zeros.
                 let mut unit = offset - offset % UNIT;
@@ -212,6 +298,9 @@ impl LazyCopy {
             return Ok(());
         }
         self.materialise()?;
+        if let Mode::Writing(gathered) = &mut self.mode {
+            gathered.flush(&self.target)?;
+        }
         self.target.set_len(len)?;
         self.len = len;
         Ok(())
@@ -221,63 +310,77 @@ impl LazyCopy {
     /// the previous copy, and holds what was written otherwise.
     pub(crate) fn finish(mut self) -> io::Result<Finished> {
         if let Mode::Comparing {
-            written, differing, ..
+            previous,
+            written,
+            differing,
+            ..
         } = &self.mode
             && differing.is_empty()
-            && self.len == self.previous_len
-            && self.holes_are_zeros_in_previous(written)?
+            && self.len == previous.len
+            && holes_are_zeros_in(previous, written, self.len)?
         {
             return Ok(Finished::SameAsPrevious);
         }
         self.materialise()?;
+        if let Mode::Writing(gathered) = &mut self.mode {
+            gathered.flush(&self.target)?;
+        }
         Ok(Finished::Written)
-    }
-
-    /// Whether every byte never written (a hole, which a plain file reads as
-    /// zeros) is a zero in the previous copy too. SQLite leaves one such
-    /// hole in every db over 1 GiB: the page holding its lock bytes.
-    fn holes_are_zeros_in_previous(&self, written: &[u64]) -> io::Result<bool> {
-        let mut expected = 0;
-        let mut holes = Vec::new();
-        for (start, end) in written_runs(written).into_iter().chain([(self.len, self.len)]) {
-            if start > expected {
-                holes.push((expected, start.min(self.len)));
-            }
-            expected = expected.max(end);
-        }
-        let mut buf = Vec::new();
-        for (start, end) in holes {
-            let mut at = start;
-            while at < end {
-                buf.resize(usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 20), 0);
-                self.previous.read_exact_at(&mut buf, at)?;
-                if buf.iter().any(|byte| *byte != 0) {
-                    return Ok(false);
-                }
-                at += buf.len() as u64;
-            }
-        }
-        Ok(true)
     }
 
     /// Turns the copy into a plain file holding what has been written.
     fn materialise(&mut self) -> io::Result<()> {
-        let Mode::Comparing {
-            written, differing, ..
-        } = std::mem::replace(&mut self.mode, Mode::Writing)
-        else {
-            return Ok(());
-        };
+        let (previous, written, differing) =
+            match std::mem::replace(&mut self.mode, Mode::Writing(Gathered::default())) {
+                Mode::Comparing {
+                    previous,
+                    written,
+                    differing,
+                    ..
+                } => (previous, written, differing),
+                // Already writing: what it has gathered stays.
+                writing @ Mode::Writing(_) => {
+                    self.mode = writing;
+                    return Ok(());
+                }
+            };
         // Written units past the previous copy's end all differ from it,
         // so they are among the held writes.
         for (start, end) in written_runs(&written) {
-            copy_range(&self.previous, &self.target, start, end.min(self.previous_len))?;
+            copy_range(&previous.file, &self.target, start, end.min(previous.len))?;
         }
         for (offset, held) in differing {
             self.target.write_all_at(&held, offset)?;
         }
         self.target.set_len(self.len)
     }
+}
+
+/// Whether every byte of a `len`-byte copy never written (a hole, which a
+/// plain file reads as zeros) is a zero in `previous` too. SQLite leaves
+/// one such hole in every db over 1 GiB: the page holding its lock bytes.
+fn holes_are_zeros_in(previous: &Previous, written: &[u64], len: u64) -> io::Result<bool> {
+    let mut expected = 0;
+    let mut holes = Vec::new();
+    for (start, end) in written_runs(written).into_iter().chain([(len, len)]) {
+        if start > expected {
+            holes.push((expected, start.min(len)));
+        }
+        expected = expected.max(end);
+    }
+    let mut buf = Vec::new();
+    for (start, end) in holes {
+        let mut at = start;
+        while at < end {
+            buf.resize(usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 20), 0);
+            previous.file.read_exact_at(&mut buf, at)?;
+            if buf.iter().any(|byte| *byte != 0) {
+                return Ok(false);
+            }
+            at += buf.len() as u64;
+        }
+    }
+    Ok(true)
 }
 
 fn mark_written(written: &mut Vec<u64>, start: u64, end: u64) {
@@ -371,18 +474,22 @@ mod tests {
     fn lazy_copy_over(dir: &tempfile::TempDir, bytes: &[u8]) -> (LazyCopy, std::path::PathBuf) {
         let previous = dir.path().join("previous");
         fs::write(&previous, bytes).expect("write previous");
-        let target = dir.path().join("target");
-        let target_file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&target)
-            .expect("create target");
+        let target_file = fresh_target(dir, "target");
         let previous_file = fs::File::open(&previous).expect("open previous");
         (
             LazyCopy::new(previous_file, target_file).expect("lazy copy"),
-            target,
+            dir.path().join("target"),
         )
+    }
+
+    /// A new, empty file `name` in `dir`, open for reading and writing.
+    fn fresh_target(dir: &tempfile::TempDir, name: &str) -> fs::File {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join(name))
+            .expect("create target")
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -454,7 +561,7 @@ mod tests {
             copy.write(page as u64 * PAGE, bytes).expect("write");
             if page == pages / 2 + 1 {
                 // Past the held-bytes limit: written out already.
-                assert!(matches!(copy.mode, Mode::Writing));
+                assert!(matches!(copy.mode, Mode::Writing(_)));
             }
         }
         assert_eq!(copy.finish().expect("finish"), Finished::Written);
@@ -499,16 +606,25 @@ mod tests {
     proptest! {
         /// Whatever is written, read back and finished, a lazy copy behaves
         /// as a plain file: reads as it would, and ends as its bytes (or,
-        /// when they are the previous copy's, without writing them).
+        /// when they are the previous copy's, without writing them). So
+        /// does a copy with no previous one, which only gathers writes.
         #[test]
         fn a_lazy_copy_behaves_as_a_plain_file(
             previous_pages in 0..40usize,
+            has_previous in prop::bool::weighted(0.75),
             ops in proptest::collection::vec(op(), 0..80),
             rewrite_all in any::<bool>(),
         ) {
             let dir = tempfile::tempdir().expect("temp dir");
             let previous = pattern(previous_pages * PAGE as usize, 3);
             let (mut copy, target) = lazy_copy_over(&dir, &previous);
+            if !has_previous {
+                copy = LazyCopy::without_previous(fresh_target(&dir, "fresh"));
+            }
+            let target = match has_previous {
+                true => target,
+                false => dir.path().join("fresh"),
+            };
             let mut file: Vec<u8> = Vec::new();
             let write = |copy: &mut LazyCopy, file: &mut Vec<u8>, offset: u64, bytes: &[u8]| {
                 copy.write(offset, bytes).expect("write");
@@ -561,6 +677,7 @@ mod tests {
             }
             match copy.finish().expect("finish") {
                 Finished::SameAsPrevious => {
+                    prop_assert!(has_previous);
                     prop_assert_eq!(&file, &previous);
                     prop_assert_eq!(fs::metadata(&target).expect("target").len(), 0);
                 }
@@ -568,7 +685,7 @@ mod tests {
                     prop_assert_eq!(fs::read(&target).expect("target"), file.clone());
                 }
             }
-            if rewrite_all && still_lazy {
+            if rewrite_all && still_lazy && has_previous {
                 // Rewritten from scratch with the previous bytes: recognised.
                 prop_assert_eq!(fs::metadata(&target).expect("target").len(), 0);
             }

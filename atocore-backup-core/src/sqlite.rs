@@ -38,6 +38,8 @@ pub(crate) struct DbFacts {
 /// Returns the copy's facts, size and checksum; the copy is durable, its
 /// directory entry not yet.
 ///
+/// SQLite writes the copy a page at a time; through the `atocore-lazy` VFS
+/// those writes are gathered into large ones ([`LazyCopy::without_previous`]).
 /// The backup API writes the copy itself, so it is hashed from the copy
 /// (fresh in the page cache), never by reading the live file. The copy is
 /// created here and its descriptor kept until SQLite has closed its own:
@@ -48,22 +50,21 @@ pub(crate) fn backup_hashed(
     target: &Utf8Path,
     progress: &dyn Progress,
 ) -> Result<(DbFacts, u64, Checksum)> {
-    let copy = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(target)?;
-    let facts = flushing_behind(&copy, || {
-        let mut target_conn = Connection::open(target).map_err(sqlite_error(target))?;
-        online_backup(source, target, &mut target_conn)?;
-        let facts = read_facts(&target_conn).map_err(sqlite_error(target))?;
-        target_conn
-            .close()
-            .map_err(|(_, source)| sqlite_error(target)(source))?;
-        Ok(facts)
+    let copy = create_copy(target)?;
+    flushing_behind(&copy, || {
+        match RegisteredCopy::new(LazyCopy::without_previous(copy.try_clone()?)) {
+            Some(registered) => backup_through(source, target, registered).map(drop),
+            // Without the VFS, SQLite writes its own file, page by page.
+            None => {
+                let mut target_conn = Connection::open(target).map_err(sqlite_error(target))?;
+                online_backup(source, target, &mut target_conn)?;
+                target_conn
+                    .close()
+                    .map_err(|(_, source)| sqlite_error(target)(source))
+            }
+        }
     })?;
-    let (size_bytes, checksum) = hash_and_sync(&copy, progress)?;
-    Ok((facts, size_bytes, checksum))
+    finish_copy(target, &copy, progress)
 }
 
 /// What [`backup_lazily`] made.
@@ -86,11 +87,7 @@ pub(crate) fn backup_lazily(
     previous: &Utf8Path,
     progress: &dyn Progress,
 ) -> Result<LazyBackup> {
-    let copy = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(target)?;
+    let copy = create_copy(target)?;
     let lazy = LazyCopy::new(fs::File::open(previous)?, copy.try_clone()?)?;
     // The caller falls back to a plain copy on any error of this one.
     let registered = RegisteredCopy::new(lazy).ok_or_else(|| {
@@ -98,35 +95,57 @@ pub(crate) fn backup_lazily(
             "the lazy copy to `{target}` could not be registered with SQLite"
         )))
     })?;
-    let finished = flushing_behind(&copy, || {
-        let flags =
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut target_conn =
-            Connection::open_with_flags_and_vfs(registered.uri(target), flags, registered.vfs())
-                .map_err(sqlite_error(target))?;
-        online_backup(source, target, &mut target_conn)?;
-        target_conn
-            .close()
-            .map_err(|(_, source)| sqlite_error(target)(source))?;
-        let lazy = registered.into_copy().ok_or_else(|| {
-            Error::Io(std::io::Error::other(format!(
-                "the copy to `{target}` was still open"
-            )))
-        })?;
-        Ok(lazy.finish()?)
-    })?;
-    match finished {
+    match flushing_behind(&copy, || backup_through(source, target, registered))? {
         Finished::SameAsPrevious => {
             // Read and compared rather than hashed: counted all the same.
             progress.advance(fs::metadata(previous)?.len());
             Ok(LazyBackup::SameAsPrevious)
         }
         Finished::Written => {
-            let facts = read_facts(&open_immutable(target)?).map_err(sqlite_error(target))?;
-            let (size_bytes, checksum) = hash_and_sync(&copy, progress)?;
+            let (facts, size_bytes, checksum) = finish_copy(target, &copy, progress)?;
             Ok(LazyBackup::Copied(facts, size_bytes, checksum))
         }
     }
+}
+
+/// The new, empty file a db copy is written to.
+fn create_copy(target: &Utf8Path) -> Result<fs::File> {
+    Ok(fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(target)?)
+}
+
+/// Backs `source` up into the registered copy, which becomes `target`, and
+/// finishes the copy once SQLite has closed it.
+fn backup_through(source: &Utf8Path, target: &Utf8Path, registered: RegisteredCopy) -> Result<Finished> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut target_conn =
+        Connection::open_with_flags_and_vfs(registered.uri(target), flags, registered.vfs())
+            .map_err(sqlite_error(target))?;
+    online_backup(source, target, &mut target_conn)?;
+    target_conn
+        .close()
+        .map_err(|(_, source)| sqlite_error(target)(source))?;
+    let copy = registered.into_copy().ok_or_else(|| {
+        Error::Io(std::io::Error::other(format!(
+            "the copy to `{target}` was still open"
+        )))
+    })?;
+    Ok(copy.finish()?)
+}
+
+/// The facts, size and checksum of a finished copy, once it is durable.
+fn finish_copy(
+    target: &Utf8Path,
+    copy: &fs::File,
+    progress: &dyn Progress,
+) -> Result<(DbFacts, u64, Checksum)> {
+    let facts = read_facts(&open_immutable(target)?).map_err(sqlite_error(target))?;
+    let (size_bytes, checksum) = hash_and_sync(copy, progress)?;
+    Ok((facts, size_bytes, checksum))
 }
 
 /// Copies `source` into `target_conn`'s db (`target`, new and empty), with
