@@ -120,6 +120,20 @@ impl Gathered {
         true
     }
 
+    /// Writes `bytes` at `offset` of `target`, gathered with the writes
+    /// before it if they follow on.
+    fn write(&mut self, target: &fs::File, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.take(offset, bytes) {
+            return Ok(());
+        }
+        self.flush(target)?;
+        // Larger than the limit: no use holding it.
+        if !self.take(offset, bytes) {
+            target.write_all_at(bytes, offset)?;
+        }
+        Ok(())
+    }
+
     /// Writes what is gathered to `target`.
     fn flush(&mut self, target: &fs::File) -> io::Result<()> {
         if !self.bytes.is_empty() {
@@ -221,13 +235,8 @@ impl LazyCopy {
             }
         }
         self.materialise()?;
-        if let Mode::Writing(gathered) = &mut self.mode
-            && !gathered.take(offset, bytes)
-        {
-            gathered.flush(&self.target)?;
-            if !gathered.take(offset, bytes) {
-                self.target.write_all_at(bytes, offset)?;
-            }
+        if let Mode::Writing(gathered) = &mut self.mode {
+            gathered.write(&self.target, offset, bytes)?;
         }
         self.len = self.len.max(end);
         Ok(())
