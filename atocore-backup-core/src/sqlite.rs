@@ -465,7 +465,7 @@ mod tests {
     use fs_err as fs;
     use rusqlite::Connection;
 
-    use std::sync::atomic::Ordering;
+    use std::cell::Cell;
 
     use super::{LazyBackup, backup_hashed, backup_lazily, integrity_check_copy};
     use crate::durable::NoProgress as Quiet;
@@ -604,9 +604,9 @@ mod tests {
             .execute_batch("BEGIN; SELECT count(*) FROM memories;")
             .expect("read transaction");
 
-        let dropped_before = MAP_DROPPED.load(Ordering::Relaxed);
+        let dropped_before = MAP_DROPPED.with(Cell::get);
         let ours = plain_backup(&source, &dir.join("ours.db"));
-        let dropped = MAP_DROPPED.load(Ordering::Relaxed) - dropped_before;
+        let dropped = MAP_DROPPED.with(Cell::get) - dropped_before;
 
         assert_eq!(ours, reference_backup(&source, &dir.join("reference.db")));
         let updated: i64 = Connection::open(dir.join("ours.db"))

@@ -307,10 +307,12 @@ unsafe extern "C" fn unfetch(
 /// fetched, and the steps in which the rest is dropped.
 const DROP_STEP: usize = 2 << 20;
 
-/// Bytes of live dbs' maps dropped by every [`DropBehind`] in this process,
-/// for tests to see that pages were served from the map and dropped.
 #[cfg(test)]
-pub(crate) static MAP_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    /// Bytes of live dbs' maps dropped on this thread, for a test to see
+    /// that its own backup's pages were served from the map and dropped.
+    pub(crate) static MAP_DROPPED: Cell<usize> = const { Cell::new(0) };
+}
 
 /// Where the default VFS's map of a live db starts, and how much of it has
 /// been dropped from this process's resident memory.
@@ -373,7 +375,7 @@ impl DropBehind {
         }
         self.dropped_to.set(keep_from);
         #[cfg(test)]
-        MAP_DROPPED.fetch_add(keep_from - from, std::sync::atomic::Ordering::Relaxed);
+        MAP_DROPPED.with(|dropped| dropped.set(dropped.get() + keep_from - from));
     }
 }
 
