@@ -602,7 +602,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..40u64, 1..4u64, any::<bool>(), any::<u8>())
+            6 => (0..40u64, 1..20u64, any::<bool>(), any::<u8>())
                 .prop_map(|(page, pages, same, seed)| Op::WritePages { page, pages, same, seed }),
             1 => (0..42_000u64, 1..3000usize, any::<u8>())
                 .prop_map(|(offset, len, seed)| Op::WriteAnywhere { offset, len, seed }),
@@ -651,7 +651,12 @@ mod tests {
                             true => previous[start..end].to_vec(),
                             false => pattern(end - start, seed),
                         };
-                        write(&mut copy, &mut file, start as u64, &bytes);
+                        // A page per call, as SQLite writes: runs fill whole
+                        // gathered writes and cross their limit.
+                        for (page, page_bytes) in bytes.chunks(PAGE as usize).enumerate() {
+                            let at = start as u64 + page as u64 * PAGE;
+                            write(&mut copy, &mut file, at, page_bytes);
+                        }
                     }
                     Op::WriteAnywhere { offset, len, seed } => {
                         write(&mut copy, &mut file, offset, &pattern(len, seed));
