@@ -350,8 +350,8 @@ impl DropBehind {
     /// `xFetch` returned the page at `offset` as `map + offset`.
     unsafe fn after_fetch(&self, map: *mut u8, offset: usize) {
         if map != self.map.get() {
-            // SQLite mapped the file anew (it grew): nothing of this map has
-            // been dropped yet.
+            // SQLite mapped the file anew (it grew, or another connection
+            // changed it): nothing of this map has been dropped yet.
             self.map.set(map);
             self.dropped_to.set(0);
         }
