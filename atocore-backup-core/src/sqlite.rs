@@ -625,6 +625,68 @@ mod tests {
     }
 
     #[test]
+    fn a_db_shrunk_by_vacuum_and_truncating_checkpoints_during_backups_is_copied_whole() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = Utf8Path::from_path(temp.path()).expect("UTF-8 temp dir");
+        let (source, writer) = live_db_of_rows(dir, 3000);
+        drop(writer);
+        /// Stops the shrinker however the backups end, a failed assertion
+        /// included: the scope waits for it.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stop = AtomicBool::new(false);
+        let shrunk = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            // Grows the db, shrinks it with VACUUM and cuts the file with a
+            // TRUNCATE checkpoint, over and over: were the file ever cut
+            // under the backup's map, reading it would raise SIGBUS and end
+            // this test process.
+            let shrinker = scope.spawn(|| {
+                let conn = Connection::open(&source).expect("open live db");
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .expect("busy timeout");
+                while !stop.load(Ordering::Relaxed) {
+                    conn.execute_batch(
+                        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500)
+                         INSERT INTO memories (project, body) SELECT 42, randomblob(2400) FROM n;
+                         DELETE FROM memories WHERE project = 42;
+                         VACUUM;",
+                    )
+                    .expect("grow and shrink");
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                        .expect("checkpoint");
+                    shrunk.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let stop_shrinker = StopOnDrop(&stop);
+            // Back to back, so that most of the shrinks land during one.
+            for backups in 0.. {
+                if shrunk.load(Ordering::Relaxed) >= 8 {
+                    break;
+                }
+                assert!(backups < 500, "the db was shrunk only {shrunk:?} times");
+                let copy = dir.join(format!("copy-{backups}.db"));
+                backup_hashed(&source, &copy, &Quiet).expect("backup");
+                assert_eq!(integrity_check_copy(&copy).expect("check"), "ok");
+                let rows: i64 = Connection::open(&copy)
+                    .and_then(|copy| copy.query_row("SELECT count(*) FROM memories", [], |row| row.get(0)))
+                    .expect("count rows");
+                // The writer's rows come and go a transaction at a time.
+                assert!(rows == 3000 || rows == 4500, "{rows} rows");
+                fs::remove_file(&copy).expect("remove copy");
+            }
+            drop(stop_shrinker);
+            shrinker.join().expect("shrinker");
+        });
+    }
+
+    #[test]
     fn a_damaged_previous_copy_is_never_taken_for_the_db() {
         let (_temp, dir, source, _writer, previous, mut bytes) = live_db_and_previous_copy();
         let dir = dir.as_path();
