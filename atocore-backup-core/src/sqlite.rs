@@ -138,6 +138,10 @@ fn backup_through(source: &Utf8Path, target: &Utf8Path, registered: RegisteredCo
 }
 
 /// The facts, size and checksum of a finished copy, once it is durable.
+///
+/// The facts come from the finished file, not from the connection that
+/// wrote it: the copy's header says WAL, like its source's, and reading it
+/// again through `atocore-lazy` (no shared memory) fails to open the WAL.
 fn finish_copy(
     target: &Utf8Path,
     copy: &fs::File,

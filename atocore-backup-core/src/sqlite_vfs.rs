@@ -135,15 +135,6 @@ struct Wrapped<S> {
     state: S,
 }
 
-/// How a read-only main db is wrapped.
-enum Mapping {
-    /// An immutable backup copy: pages come from [`MappedChunks`].
-    Chunks,
-    /// A live db: pages come from the default VFS's map of it, which is
-    /// dropped behind the backup's reads ([`DropBehind`]).
-    DefaultDroppedBehind,
-}
-
 unsafe extern "C" fn open(
     _vfs: *mut ffi::sqlite3_vfs,
     name: ffi::sqlite3_filename,
@@ -161,15 +152,14 @@ unsafe extern "C" fn open(
     // SAFETY: for a main db, `name` is a full path `sqlite3_uri_boolean`
     // reads; the default VFS opened `file`, so its method table is valid.
     unsafe {
-        let mapping = match ffi::sqlite3_uri_boolean(name, c"immutable".as_ptr(), 0) {
-            0 => Mapping::DefaultDroppedBehind,
-            _ => Mapping::Chunks,
-        };
-        let wrapped = match mapping {
-            Mapping::Chunks => wrap_in_chunks(file, CStr::from_ptr(name)),
-            Mapping::DefaultDroppedBehind => wrap(file, DropBehind::default(), |methods| {
+        let wrapped = if ffi::sqlite3_uri_boolean(name, c"immutable".as_ptr(), 0) != 0 {
+            // A backup copy: its pages come from a few mapped chunks.
+            wrap_in_chunks(file, CStr::from_ptr(name))
+        } else {
+            // A live db: the default VFS's map, dropped behind the reads.
+            wrap(file, DropBehind::default(), |methods| {
                 methods.xFetch = Some(fetch_dropping_behind);
-            }),
+            })
         };
         match wrapped {
             Some(()) => ffi::SQLITE_OK,
