@@ -89,7 +89,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 print_json(&listing);
             } else {
                 eprint(&render::warnings(&listing.warnings));
-                print(&render::listing(&listing));
+                print(&render::listing(&listing, &paths.snapshots_dir()));
             }
             Ok(0)
         }

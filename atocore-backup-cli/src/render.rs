@@ -7,6 +7,7 @@ use atocore_backup_core::{
     AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, PrunePlan, PruneReport,
     RestorePlan, RestoreReport, RestoreStep, StepStatus, ValidationReport,
 };
+use camino::Utf8Path;
 use indicatif::HumanBytes;
 use jiff::Timestamp;
 
@@ -70,10 +71,12 @@ pub fn created(manifest: &BackupManifest) -> String {
     out
 }
 
-pub fn listing(listing: &BackupListing) -> String {
+/// `snapshots` is where the backups were looked for: an operator who passed
+/// the wrong `--backup-dir` sees it in the answer.
+pub fn listing(listing: &BackupListing, snapshots: &Utf8Path) -> String {
     let mut out = String::new();
     if listing.backups.is_empty() {
-        out.push_str("No backups.\n");
+        let _ = writeln!(out, "No backups in `{snapshots}`.");
         return out;
     }
     let _ = writeln!(

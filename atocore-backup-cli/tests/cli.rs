@@ -174,6 +174,19 @@ fn list_of_an_empty_backup_dir() {
 }
 
 #[test]
+fn list_of_a_backup_dir_that_is_a_file_is_an_error_naming_it() {
+    let env = Env::seeded();
+    fs::write(env.root.join("backups"), "not a directory").unwrap();
+    let (code, stdout, text) = env.run(&["list"]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.is_empty(),
+        "nothing may pass for an empty listing: {stdout}"
+    );
+    env.settings().bind(|| insta::assert_snapshot!(text));
+}
+
+#[test]
 fn validate_a_valid_backup() {
     let env = Env::seeded();
     let stamp = env.create(true);

@@ -78,7 +78,8 @@ impl BackupSummary {
 /// operator must act on. Never fails on a bad snapshot: it is listed as broken.
 ///
 /// # Errors
-/// Only when the snapshots directory exists but cannot be read.
+/// When the snapshots directory cannot be read for any reason but not
+/// existing yet (a backup dir that is a file, no permission).
 pub fn list_backups(paths: &RuntimePaths) -> Result<BackupListing> {
     let mut warnings = Vec::new();
     if let Some(marker) = RestoreMarker::read(paths)? {
@@ -97,8 +98,17 @@ pub fn list_backups(paths: &RuntimePaths) -> Result<BackupListing> {
     warnings.extend(crate::leftovers::describe(paths)?);
     let snapshots = paths.snapshots_dir();
     let mut backups = Vec::new();
-    if snapshots.is_dir() {
-        for entry in fs::read_dir(&snapshots)? {
+    let entries = match fs::read_dir(&snapshots) {
+        Ok(entries) => Some(entries),
+        // No backup has been made here yet.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        // A backup dir that is a file, or cannot be read, must not pass for
+        // an empty one: in an incident "no backups" sends an operator the
+        // wrong way.
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(entries) = entries {
+        for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
