@@ -275,6 +275,15 @@ async fn a_real_io_failure_is_500_naming_the_path() {
 }
 
 #[tokio::test]
+async fn a_backup_dir_that_is_a_file_is_500_naming_it_not_an_empty_list() {
+    let fixture = Fixture::new();
+    fs_err::write(&fixture.paths.backup_dir, "not a directory").unwrap();
+    let (status, json) = fixture.get("/admin/backup").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    snapshot(&fixture, "error_backup_dir_is_a_file", status, &json);
+}
+
+#[tokio::test]
 async fn no_token_configured_means_open_admin_routes() {
     let fixture = Fixture::new();
     let response = router(AdminState::new(fixture.paths.clone(), None))
