@@ -766,3 +766,40 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_args;
+
+    fn parse(args: &[&str]) -> Result<super::Options, String> {
+        parse_args(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn flags_set_their_options_and_empty_plot_sizes_mean_no_plot() {
+        let options = parse(&[
+            "--rounds",
+            "9",
+            "--db-mib",
+            "32",
+            "--warm-mib",
+            "4096",
+            "--plot-sizes",
+            "",
+        ])
+        .unwrap();
+        assert_eq!((options.rounds, options.db_mib, options.warm_mib), (9, 32, 4096));
+        assert!(options.plot_sizes.is_empty());
+        assert_eq!(parse(&["--plot-sizes", "64,256"]).unwrap().plot_sizes, [64, 256]);
+    }
+
+    #[test]
+    fn a_bad_flag_or_value_is_one_sentence_naming_it() {
+        assert_eq!(
+            parse(&["--rounds", "x"]).err().unwrap(),
+            "--rounds takes a whole number, not \"x\""
+        );
+        assert_eq!(parse(&["--db-mib"]).err().unwrap(), "--db-mib needs a value");
+        assert_eq!(parse(&["--fast", "1"]).err().unwrap(), "unknown flag --fast");
+    }
+}
