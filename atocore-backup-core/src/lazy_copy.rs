@@ -306,10 +306,7 @@ impl LazyCopy {
             self.len = len;
             return Ok(());
         }
-        self.materialise()?;
-        if let Mode::Writing(gathered) = &mut self.mode {
-            gathered.flush(&self.target)?;
-        }
+        self.write_out()?;
         self.target.set_len(len)?;
         self.len = len;
         Ok(())
@@ -330,11 +327,18 @@ impl LazyCopy {
         {
             return Ok(Finished::SameAsPrevious);
         }
+        self.write_out()?;
+        Ok(Finished::Written)
+    }
+
+    /// Turns the copy into a plain file and writes out what it has gathered,
+    /// so the file holds everything written.
+    fn write_out(&mut self) -> io::Result<()> {
         self.materialise()?;
         if let Mode::Writing(gathered) = &mut self.mode {
             gathered.flush(&self.target)?;
         }
-        Ok(Finished::Written)
+        Ok(())
     }
 
     /// Turns the copy into a plain file holding what has been written.

@@ -45,7 +45,7 @@ fn parse_options() -> Options {
     })
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
         work: Utf8PathBuf::from("target/bench-work"),
         db_mib: 1024,
@@ -56,7 +56,6 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
         setup_only: false,
         warm_mib: 0,
     };
-    let mut args = args;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--help" | "-h" => {
