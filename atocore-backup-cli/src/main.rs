@@ -140,7 +140,13 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 } else {
                     print(&render::plan(&plan));
                 }
-                return Ok(0);
+                // The preview answers as the restore would: a gate that
+                // would refuse is exit 4, with the plan still printed.
+                return Ok(if plan.refusing_gate().is_some() {
+                    exit::REFUSED
+                } else {
+                    0
+                });
             }
             let progress = TerminalProgress::new("restoring");
             let report = core::restore_backup(&paths, &stamp, &options, confirm_service_stopped, &progress)?;

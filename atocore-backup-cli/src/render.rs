@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use atocore_backup_core::{
-    AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, PrunePlan, PruneReport,
-    RestorePlan, RestoreReport, RestoreStep, StepStatus, ValidationReport,
+    AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, GateStatus, PrunePlan,
+    PruneReport, RestorePlan, RestoreReport, RestoreStep, StepStatus, ValidationReport,
 };
 use camino::Utf8Path;
 use indicatif::HumanBytes;
@@ -178,6 +178,9 @@ fn step_line(step: &RestoreStep) -> String {
                 "db, registry"
             }
         ),
+        RestoreStep::VerifyDbUnused { .. } => {
+            "check again that no process has the db, its -wal or its -shm open".to_owned()
+        }
         RestoreStep::CheckpointWal { db_path, .. } => {
             format!("checkpoint the WAL of {db_path} (must not be busy)")
         }
@@ -213,6 +216,18 @@ pub fn plan(plan: &RestorePlan) -> String {
         plan.stamp
     );
     let _ = writeln!(out, "  from {}", plan.backup_path);
+    if !plan.gates.is_empty() {
+        out.push_str("  gates:\n");
+        for gate in &plan.gates {
+            let status = match gate.status {
+                GateStatus::Passed => "ok",
+                GateStatus::Refused => "REFUSED",
+                GateStatus::NotEvaluated => "not run",
+            };
+            let _ = writeln!(out, "    {status:<8} {:<17} {}", gate.gate.name(), gate.detail);
+        }
+        out.push_str("  steps:\n");
+    }
     for (index, step) in plan.steps.iter().enumerate() {
         let _ = write!(out, "  {:>2}. {:<22} {}", index + 1, step.name(), step_line(step));
         if let Some(reason) = step.skip_reason() {
@@ -222,6 +237,13 @@ pub fn plan(plan: &RestorePlan) -> String {
     }
     for warning in &plan.warnings {
         let _ = writeln!(out, "  warning: {warning}");
+    }
+    if let Some(gate) = plan.refusing_gate() {
+        let _ = writeln!(
+            out,
+            "A restore now would be refused at gate {}: stop what it names first.",
+            gate.gate.name()
+        );
     }
     out
 }
@@ -360,6 +382,12 @@ mod tests {
         sidecars.chroma_is_mount_point = true;
         let mut full = facts();
         full.available_bytes = 1000;
+        let mut in_use = facts();
+        in_use.gates[1].status = atocore_backup_core::GateStatus::Refused;
+        in_use.gates[1].detail = "database `/srv/atocore/data/db/atocore.db` is open in another process: pid 4242 (python3 -m atocore.main) has `/srv/atocore/data/db/atocore.db` open; stop every process using it".to_owned();
+        in_use.gates[2].status = atocore_backup_core::GateStatus::NotEvaluated;
+        in_use.gates[2].detail =
+            "not tried: opening a db another process has open is what the gates prevent".to_owned();
         let cases = [
             ("with chroma", preview(true, true, None, true, &facts())),
             (
@@ -377,6 +405,10 @@ mod tests {
             (
                 "sidecars present, chroma is a mount point",
                 preview(true, true, None, true, &sidecars),
+            ),
+            (
+                "a gate refuses: the service has the db open",
+                preview(true, true, None, true, &in_use),
             ),
             (
                 "refusal: chroma not in backup",

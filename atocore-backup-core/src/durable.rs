@@ -361,6 +361,36 @@ pub(crate) fn create_dir_durably(dir: &Utf8Path) -> Result<()> {
     fsync_dir(parent_or_dot(dir))
 }
 
+/// Gives a file this process just created the owner and group of the
+/// directory it lives in, when running as root and they differ: a lock file
+/// or marker that a root restore creates in a non-root service's runtime
+/// must not keep that service from opening it.
+pub(crate) fn adopt_owner_of_dir(file: &fs::File, dir: &Utf8Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let own = file.metadata()?;
+    let parent = fs::metadata(dir)?;
+    if own.uid() == parent.uid() && own.gid() == parent.gid() {
+        return Ok(());
+    }
+    rustix::fs::fchown(
+        file.file(),
+        Some(rustix::fs::Uid::from_raw(parent.uid())),
+        Some(rustix::fs::Gid::from_raw(parent.gid())),
+    )
+    .map_err(|errno| {
+        Error::Io(std::io::Error::new(
+            std::io::Error::from(errno).kind(),
+            format!(
+                "cannot give `{}` the owner of `{dir}`: {errno}",
+                file.path().display()
+            ),
+        ))
+    })
+}
+
 /// Converts an OS path to UTF-8 or names it in the error.
 pub(crate) fn utf8(path: std::path::PathBuf) -> Result<Utf8PathBuf> {
     Utf8PathBuf::from_path_buf(path).map_err(|path| Error::NonUtf8Path {

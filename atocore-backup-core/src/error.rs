@@ -190,10 +190,23 @@ pub enum Error {
     },
 
     /// The atocore service (or an HTTP admin server) holds the service lock.
-    #[error("service lock `{path}` is held by a running process; stop the atocore service first")]
+    #[error("service lock `{path}` is held by {holder}; stop the atocore service first")]
     ServiceRunning {
         /// The service lock file.
         path: Utf8PathBuf,
+        /// Who holds it, as its holder recorded, or "a running process".
+        holder: String,
+    },
+
+    /// Other processes have the live db or its sidecars open.
+    #[error("database `{path}` is open in another process: {}; stop every process using it{}", .users.join("; "), .partial.as_deref().map(|note| format!(" ({note})")).unwrap_or_default())]
+    DbOpenElsewhere {
+        /// The live database.
+        path: Utf8PathBuf,
+        /// Each user, as one phrase naming its pid, command line and file.
+        users: Vec<String>,
+        /// What the check could not see, when it was partial.
+        partial: Option<String>,
     },
 
     /// The service lock was asked for while a restore is unfinished.
@@ -277,6 +290,7 @@ impl Error {
             | Error::RestoreInProgress { .. }
             | Error::NotConfirmed { .. }
             | Error::DbInUse { .. }
+            | Error::DbOpenElsewhere { .. }
             | Error::Refused { .. }
             | Error::DbInsideChroma { .. } => ErrorClass::Refused,
             Error::Busy { .. } => ErrorClass::Busy,

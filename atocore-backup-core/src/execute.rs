@@ -13,15 +13,18 @@ use crate::durable::{
 };
 use crate::error::{Error, ErrorClass, Result};
 use crate::faults::{crash_point, injected};
+use crate::gates::{self, ensure_db_unused};
 use crate::leftovers::{RESTORE_TMP, chroma_staging_beside};
-use crate::lock::{BackupDirLock, ServiceLock};
+use crate::lock::BackupDirLock;
 use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
 use crate::observe::{available_bytes, observe_restore};
 use crate::paths::{RuntimePaths, parent_or_dot};
-use crate::plan::{ChromaSwap, RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore};
+use crate::plan::{
+    ChromaSwap, GateCheck, RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore,
+};
 use crate::prune::remove_snapshot;
-use crate::sqlite::{check_exclusive, checkpoint_truncate, integrity_check_live};
+use crate::sqlite::{checkpoint_truncate, integrity_check_live};
 use crate::stamp::Stamp;
 use crate::validate::{StageTo, validate_and_stage};
 
@@ -66,6 +69,8 @@ pub struct RestoreReport {
     pub pre_restore_snapshot: bool,
     /// Where the restore wrote.
     pub targets: RestoreTargets,
+    /// The gates it passed, and what each saw.
+    pub gates: Vec<GateCheck>,
     /// Every planned step with its outcome, in order.
     pub steps: Vec<StepReport>,
     /// The plan's warnings.
@@ -96,7 +101,16 @@ impl RestoreReport {
 /// [`Error::BackupNotFound`], manifest errors, I/O errors while observing,
 /// and [`Error::Refused`] when the planner refuses.
 pub fn preview_restore(paths: &RuntimePaths, stamp: &Stamp, options: &RestoreOptions) -> Result<RestorePlan> {
-    prepare(paths, stamp, options).map(|(_, plan)| plan)
+    let (manifest, backup_path) = load_backup(paths, stamp)?;
+    prepare(
+        paths,
+        stamp,
+        options,
+        manifest,
+        backup_path,
+        gates::preview(paths),
+    )
+    .map(|(_, plan)| plan)
 }
 
 /// Loads, observes and plans: the manifest is read once and kept for execution.
@@ -104,9 +118,11 @@ fn prepare(
     paths: &RuntimePaths,
     stamp: &Stamp,
     options: &RestoreOptions,
+    manifest: BackupManifest,
+    backup_path: Utf8PathBuf,
+    gates: Vec<crate::plan::GateCheck>,
 ) -> Result<(BackupManifest, RestorePlan)> {
-    let (manifest, backup_path) = load_backup(paths, stamp)?;
-    let facts = observe_restore(paths, &backup_path)?;
+    let facts = observe_restore(paths, &backup_path, gates)?;
     let plan = plan_restore(&manifest, options, &facts).map_err(|refusal| Error::Refused {
         stamp: stamp.to_string(),
         refusal,
@@ -149,12 +165,11 @@ pub fn restore_backup(
             stamp: stamp.to_string(),
         });
     }
+    let (manifest, backup_path) = load_backup(paths, stamp)?;
     let lock = BackupDirLock::acquire(paths, "restore", now())?;
-    let service_lock = ServiceLock::acquire_ignoring_marker(paths)?;
-    if paths.db_path.is_file() {
-        check_exclusive(&paths.db_path)?;
-    }
-    let (manifest, plan) = prepare(paths, stamp, options)?;
+    let gates = gates::enforce(paths)?;
+    let (manifest, plan) = prepare(paths, stamp, options, manifest, backup_path, gates.checks)?;
+    let service_lock = gates.service_lock;
     // An earlier restore's marker means the runtime may already be
     // half-restored: only a completed restore may remove it.
     let live_changed = RestoreMarker::read(paths)?.is_some();
@@ -225,6 +240,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
             include_chroma,
             pre_restore_snapshot,
             targets,
+            gates,
             steps,
             mut warnings,
         } = plan;
@@ -296,6 +312,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
             include_chroma,
             pre_restore_snapshot,
             targets,
+            gates,
             success: !failed && integrity_ok,
             steps: reports,
             warnings,
@@ -440,6 +457,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     snapshot.stamp
                 )))
             }
+            RestoreStep::VerifyDbUnused { .. } => ensure_db_unused(&self.paths.db_path).map(Outcome::Done),
             RestoreStep::CheckpointWal { db_path, .. } => {
                 // A checkpoint moves committed frames into the db file: the
                 // data is unchanged, so a failure here still leaves the
@@ -476,6 +494,9 @@ impl<'scope, 'env> Executor<'scope, 'env> {
             }
             RestoreStep::ReplaceDb { from, to } => {
                 self.live_changed = true;
+                // The last look before the swap: the marker and the service
+                // lock keep a cooperating service out, this anyone else.
+                ensure_db_unused(to)?;
                 match self.staged_db.take() {
                     Some(temp) => swap_in(&temp, to, "restore.before_db_rename")?,
                     None => replace_file(

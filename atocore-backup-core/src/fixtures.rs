@@ -5,7 +5,7 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::manifest::BackupManifest;
-use crate::plan::{RestoreFacts, RestoreTargets};
+use crate::plan::{Gate, GateCheck, GateStatus, RestoreFacts, RestoreTargets};
 
 /// A manifest of stamp `20260408T211748Z` with a 40 KiB db and, as asked, a
 /// 154-byte registry and an 8 KiB chroma tree.
@@ -66,5 +66,22 @@ pub fn restore_facts() -> RestoreFacts {
         chroma_is_mount_point: false,
         leftovers: Vec::new(),
         symlinked_targets: Vec::new(),
+        gates: vec![
+            GateCheck {
+                gate: Gate::ServiceLock,
+                status: GateStatus::Passed,
+                detail: "no process holds `/srv/atocore/data/db/.atocore-service.lock`".to_owned(),
+            },
+            GateCheck {
+                gate: Gate::DbNotOpen,
+                status: GateStatus::Passed,
+                detail: "no process has the db, its -wal or its -shm open".to_owned(),
+            },
+            GateCheck {
+                gate: Gate::ExclusiveAccess,
+                status: GateStatus::Passed,
+                detail: "BEGIN EXCLUSIVE succeeded at once".to_owned(),
+            },
+        ],
     }
 }

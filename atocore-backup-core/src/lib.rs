@@ -32,7 +32,7 @@
 //!
 //! let options = RestoreOptions { include_chroma: None, pre_restore_snapshot: true };
 //! let plan = preview_restore(&paths, &manifest.stamp, &options)?; // the dry run: data only
-//! assert_eq!(plan.steps.len(), 11);
+//! assert!(plan.refusing_gate().is_none()); // every safety gate would pass now
 //!
 //! // With the service stopped (and so its `ServiceLock` released):
 //! let report = restore_backup(&paths, &manifest.stamp, &options, true, &NoProgress)?;
@@ -48,6 +48,7 @@ mod blake3_tree;
 mod checksum;
 mod chroma_swap;
 mod create;
+mod db_users;
 mod drill;
 mod durable;
 mod error;
@@ -55,6 +56,7 @@ mod execute;
 mod faults;
 #[cfg(feature = "test-fixtures")]
 pub mod fixtures;
+mod gates;
 mod lazy_copy;
 mod leftovers;
 mod list;
@@ -90,8 +92,8 @@ pub use marker::RestoreMarker;
 pub use observe::observe_restore;
 pub use paths::{PathOverrides, RuntimePaths};
 pub use plan::{
-    ChromaSwap, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions, RestorePlan, RestoreRefusal, RestoreStep,
-    RestoreTargets, Sidecar, plan_restore,
+    ChromaSwap, Gate, GateCheck, GateStatus, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions, RestorePlan,
+    RestoreRefusal, RestoreStep, RestoreTargets, Sidecar, plan_restore,
 };
 pub use prune::{
     DeleteReport, KeptBackup, NotCounted, PRUNE_PLAN_FORMAT_VERSION, PreRestoreDecision, PruneCandidate,

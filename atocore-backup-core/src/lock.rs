@@ -1,8 +1,13 @@
 //! Advisory locks: one for backup operations, one for the running service.
 //!
-//! Both are `flock`-style locks on a file that is never deleted: the kernel
-//! drops them when the holder exits, however it exits, so a crash never
-//! leaves a stale lock behind. The file's content only says who holds it.
+//! Both are taken twice on a file that is never deleted, as a `flock` and as
+//! an open-file-description `fcntl` write lock on the whole file: a holder
+//! of either kind is seen (Python's `fcntl.lockf` takes the second kind,
+//! which `flock` alone never notices). The kernel drops both when the holder
+//! exits, however it exits, so a crash never leaves a stale lock behind.
+//! Closing another descriptor of the file drops neither (unlike a classic
+//! POSIX lock), so a host process is safe from its own lock files. The
+//! file's content only says who holds it.
 
 use std::fmt;
 use std::fs::TryLockError;
@@ -10,10 +15,11 @@ use std::io::{Read, Seek, Write};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
+use fs_err::os::unix::fs::OpenOptionsExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::create_dir_durably;
+use crate::durable::{adopt_owner_of_dir, create_dir_durably};
 use crate::error::{Error, Result};
 use crate::marker::RestoreMarker;
 use crate::paths::RuntimePaths;
@@ -66,20 +72,37 @@ enum Attempt {
     Contended(fs::File),
 }
 
-fn try_lock(path: &Utf8Path) -> Result<Attempt> {
+fn try_lock(path: &Utf8Path, mode: u32) -> Result<Attempt> {
     // Never truncate on open: the holder's record must survive our attempt.
+    // Never follow a symlink: a link planted here would have us write the
+    // holder's record wherever it points.
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)?;
+        .mode(mode)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(nix::libc::ELOOP) => Error::SymlinkRefused {
+                path: path.to_owned(),
+            },
+            _ => Error::Io(error),
+        })?;
+    adopt_owner_of_dir(&file, crate::paths::parent_or_dot(path))?;
     // A child process forked by any thread of the holder shares its lock
     // until the child execs, so a just-released lock can look held for a
     // moment; a few short retries tell that apart from a real holder.
     for _ in 0..CONTENTION_RETRIES {
         match file.file().try_lock() {
-            Ok(()) => return Ok(Attempt::Held(HeldLock { file })),
+            Ok(()) => match try_record_lock(&file, path)? {
+                true => return Ok(Attempt::Held(HeldLock { file })),
+                false => {
+                    let _ = file.file().unlock();
+                    std::thread::sleep(CONTENTION_PAUSE);
+                }
+            },
             Err(TryLockError::WouldBlock) => std::thread::sleep(CONTENTION_PAUSE),
             Err(TryLockError::Error(source)) => {
                 return Err(Error::Io(std::io::Error::new(
@@ -90,6 +113,28 @@ fn try_lock(path: &Utf8Path) -> Result<Attempt> {
         }
     }
     Ok(Attempt::Contended(file))
+}
+
+/// The `fcntl` half: an open-file-description write lock on the whole file,
+/// which conflicts with POSIX record locks another process holds.
+fn try_record_lock(file: &fs::File, path: &Utf8Path) -> Result<bool> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let whole_file = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match fcntl(file.file(), FcntlArg::F_OFD_SETLK(&whole_file)) {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(false),
+        Err(errno) => Err(Error::Io(std::io::Error::new(
+            std::io::Error::from(errno).kind(),
+            format!("cannot lock `{path}`: {errno}"),
+        ))),
+    }
 }
 
 impl HeldLock {
@@ -129,7 +174,7 @@ impl BackupDirLock {
     pub fn acquire(paths: &RuntimePaths, operation: &str, now: Timestamp) -> Result<Self> {
         create_dir_durably(&paths.backup_dir)?;
         let path = paths.backup_lock_path();
-        match try_lock(&path)? {
+        match try_lock(&path, 0o600)? {
             Attempt::Held(mut lock) => {
                 lock.record(&LockHolder::current(operation, now))?;
                 Ok(BackupDirLock { _lock: lock, path })
@@ -185,7 +230,7 @@ impl ServiceLock {
                 marker,
             });
         }
-        let lock = ServiceLock::acquire_ignoring_marker(paths)?;
+        let lock = ServiceLock::acquire_ignoring_marker(paths, "atocore service")?;
         // A restore may have started between the check and the lock; it
         // writes its marker only while holding this lock, so look again.
         if let Some(marker) = RestoreMarker::read(paths)? {
@@ -198,14 +243,76 @@ impl ServiceLock {
     }
 
     /// Takes the lock for a restore, which is what finishes an interrupted one.
-    pub(crate) fn acquire_ignoring_marker(paths: &RuntimePaths) -> Result<Self> {
+    pub(crate) fn acquire_ignoring_marker(paths: &RuntimePaths, operation: &str) -> Result<Self> {
         create_dir_durably(paths.db_dir())?;
         let path = paths.service_lock_path();
-        match try_lock(&path)? {
-            Attempt::Held(lock) => Ok(ServiceLock { _lock: lock }),
-            Attempt::Contended(_) => Err(Error::ServiceRunning { path }),
+        // Readable and writable by the service's group: a lock file created
+        // by a root restore must not keep a non-root service from starting.
+        match try_lock(&path, 0o660)? {
+            Attempt::Held(mut lock) => {
+                lock.record(&LockHolder::current(operation, jiff::Timestamp::now()))?;
+                Ok(ServiceLock { _lock: lock })
+            }
+            Attempt::Contended(mut file) => Err(Error::ServiceRunning {
+                path,
+                holder: read_holder(&mut file)
+                    .map_or_else(|| "a running process".to_owned(), |holder| holder.to_string()),
+            }),
         }
     }
+}
+
+/// Who holds the service lock, if anyone, found without taking it, without
+/// creating its file and without a lock of this process's own to drop.
+pub(crate) fn probe_service_lock(paths: &RuntimePaths) -> Result<Option<String>> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let path = paths.service_lock_path();
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::SymlinkRefused { path });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    for _ in 0..CONTENTION_RETRIES {
+        let flock_free = match file.file().try_lock_shared() {
+            Ok(()) => {
+                let _ = file.file().unlock();
+                true
+            }
+            Err(TryLockError::WouldBlock) => false,
+            Err(TryLockError::Error(source)) => return Err(source.into()),
+        };
+        let mut probe = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        fcntl(file.file(), FcntlArg::F_OFD_GETLK(&mut probe)).map_err(|errno| {
+            std::io::Error::new(
+                std::io::Error::from(errno).kind(),
+                format!("cannot probe the locks on `{path}`: {errno}"),
+            )
+        })?;
+        // `try_lock_shared` is free beside another reader: only an exclusive
+        // `flock` (what holders take) fails it.
+        if flock_free && probe.l_type == libc::F_UNLCK as libc::c_short {
+            return Ok(None);
+        }
+        std::thread::sleep(CONTENTION_PAUSE);
+    }
+    Ok(Some(read_holder(&mut file).map_or_else(
+        || "a running process".to_owned(),
+        |holder| holder.to_string(),
+    )))
 }
 
 #[cfg(test)]

@@ -8,14 +8,19 @@ use fs_err as fs;
 use crate::error::Result;
 use crate::marker::RestoreMarker;
 use crate::paths::{RuntimePaths, parent_or_dot};
-use crate::plan::{RestoreFacts, RestoreTargets, Sidecar, sidecar};
+use crate::plan::{GateCheck, RestoreFacts, RestoreTargets, Sidecar, sidecar};
 use crate::tree::walk_tree;
 
-/// Gathers [`RestoreFacts`] for restoring the snapshot at `backup_path` into `paths`.
+/// Gathers [`RestoreFacts`] for restoring the snapshot at `backup_path` into
+/// `paths`; `gates` are what the gates found (enforced or previewed).
 ///
 /// # Errors
 /// I/O errors naming the path that could not be read.
-pub fn observe_restore(paths: &RuntimePaths, backup_path: &Utf8Path) -> Result<RestoreFacts> {
+pub fn observe_restore(
+    paths: &RuntimePaths,
+    backup_path: &Utf8Path,
+    gates: Vec<GateCheck>,
+) -> Result<RestoreFacts> {
     let live_db_exists = paths.db_path.is_file();
     let live_chroma_exists = paths.chroma_dir.is_dir();
     let mut sidecars_present = Vec::new();
@@ -55,6 +60,7 @@ pub fn observe_restore(paths: &RuntimePaths, backup_path: &Utf8Path) -> Result<R
             .filter(|path| fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink()))
             .cloned()
             .collect(),
+        gates,
     })
 }
 

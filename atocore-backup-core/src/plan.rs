@@ -8,13 +8,19 @@
 //!    the next `restore` and [`ServiceLock::acquire`](crate::ServiceLock::acquire).
 //! 4. `pre_restore_snapshot`: a normal backup of the live runtime, so the
 //!    restore can itself be undone.
-//! 5. `checkpoint_wal`: `wal_checkpoint(TRUNCATE)` must report `busy = 0`.
-//! 6. `remove_sidecars`: stale `-wal`/`-shm` must never meet the new db.
-//! 7. `replace_db`: temp file, checksum, fsync, rename, fsync the directory.
-//! 8. `restore_registry`: the same, or explicitly skipped.
-//! 9. `restore_chroma`: a new tree swapped in whole, or explicitly skipped.
-//! 10. `integrity_check` on the restored db.
-//! 11. `remove_restore_marker`.
+//! 5. `verify_db_unused`: the `db_not_open` gate again, under the locks and
+//!    the marker, right before the first change to the live db.
+//! 6. `checkpoint_wal`: `wal_checkpoint(TRUNCATE)` must report `busy = 0`.
+//! 7. `remove_sidecars`: stale `-wal`/`-shm` must never meet the new db.
+//! 8. `replace_db`: temp file, checksum, fsync, rename, fsync the directory
+//!    (the open-file scan runs once more just before the rename).
+//! 9. `restore_registry`: the same, or explicitly skipped.
+//! 10. `restore_chroma`: a new tree swapped in whole, or explicitly skipped.
+//! 11. `integrity_check` on the restored db.
+//! 12. `remove_restore_marker`.
+//!
+//! Before step 1 the gates run (see [`Gate`]); the plan carries what each
+//! found, so a dry run shows a refusal a real run would meet.
 //!
 //! [`plan_restore`] is pure: [`RestoreFacts`] carries everything observed, so
 //! plans can be previewed, snapshot-tested and executed unchanged.
@@ -82,6 +88,55 @@ pub struct RestoreFacts {
     /// Targets (db, registry, chroma dir) that are symlinks: writing through
     /// them would change files outside the configured paths.
     pub symlinked_targets: Vec<Utf8PathBuf>,
+    /// The safety gates as found: enforced by a restore, previewed by a dry run.
+    pub gates: Vec<GateCheck>,
+}
+
+/// A safety gate a restore must pass before it changes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// No other process holds `<db dir>/.atocore-service.lock` (by `flock`
+    /// or by a POSIX `fcntl` lock).
+    ServiceLock,
+    /// No other process has the db, its `-wal` or its `-shm` open.
+    DbNotOpen,
+    /// `BEGIN EXCLUSIVE` on the live db succeeds at once.
+    ExclusiveAccess,
+}
+
+impl Gate {
+    /// The gate's contract name, e.g. `db_not_open`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Gate::ServiceLock => "service_lock",
+            Gate::DbNotOpen => "db_not_open",
+            Gate::ExclusiveAccess => "exclusive_access",
+        }
+    }
+}
+
+/// What a gate found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStatus {
+    /// A restore would pass it.
+    Passed,
+    /// A restore would be refused here (exit 4).
+    Refused,
+    /// It could not be evaluated without changing something; the detail says why.
+    NotEvaluated,
+}
+
+/// One gate and its finding, as observed when the plan was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateCheck {
+    /// Which gate.
+    pub gate: Gate,
+    /// What it found.
+    pub status: GateStatus,
+    /// What it saw, in one sentence.
+    pub detail: String,
 }
 
 /// A `-wal` or `-shm` file found beside the live db.
@@ -157,6 +212,12 @@ pub enum RestoreStep {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         skip_reason: Option<String>,
     },
+    /// The `db_not_open` gate again, right before the first change to the
+    /// live db: nobody may have opened it since the gates passed.
+    VerifyDbUnused {
+        /// The db and its sidecars.
+        paths: Vec<Utf8PathBuf>,
+    },
     /// `PRAGMA wal_checkpoint(TRUNCATE)` on the live db; requires `busy = 0`.
     CheckpointWal {
         /// The live db.
@@ -219,6 +280,7 @@ impl RestoreStep {
             RestoreStep::CheckFreeSpace { .. } => "check_free_space",
             RestoreStep::WriteRestoreMarker { .. } => "write_restore_marker",
             RestoreStep::PreRestoreSnapshot { .. } => "pre_restore_snapshot",
+            RestoreStep::VerifyDbUnused { .. } => "verify_db_unused",
             RestoreStep::CheckpointWal { .. } => "checkpoint_wal",
             RestoreStep::RemoveSidecars { .. } => "remove_sidecars",
             RestoreStep::ReplaceDb { .. } => "replace_db",
@@ -239,6 +301,7 @@ impl RestoreStep {
             RestoreStep::ValidateBackup
             | RestoreStep::CheckFreeSpace { .. }
             | RestoreStep::WriteRestoreMarker { .. }
+            | RestoreStep::VerifyDbUnused { .. }
             | RestoreStep::RemoveSidecars { .. }
             | RestoreStep::ReplaceDb { .. }
             | RestoreStep::IntegrityCheck { .. }
@@ -262,10 +325,21 @@ pub struct RestorePlan {
     pub pre_restore_snapshot: bool,
     /// Where the restore writes.
     pub targets: RestoreTargets,
+    /// The safety gates and what each found when the plan was made; a
+    /// preview exits 4 when one would refuse.
+    #[serde(default)]
+    pub gates: Vec<GateCheck>,
     /// The steps, in order.
     pub steps: Vec<RestoreStep>,
     /// What the operator should know before running it.
     pub warnings: Vec<String>,
+}
+
+impl RestorePlan {
+    /// The first gate that would refuse this restore, if any.
+    pub fn refusing_gate(&self) -> Option<&GateCheck> {
+        self.gates.iter().find(|gate| gate.status == GateStatus::Refused)
+    }
 }
 
 /// Plans restoring `manifest` with `options` into the world `facts` describes.
@@ -362,6 +436,13 @@ pub fn plan_restore(
             include_chroma: include_chroma && facts.live_chroma_exists,
             skip_reason: pre_restore_skip,
         },
+        RestoreStep::VerifyDbUnused {
+            paths: vec![
+                db_path.clone(),
+                sidecar(&db_path, "-wal"),
+                sidecar(&db_path, "-shm"),
+            ],
+        },
         RestoreStep::CheckpointWal {
             db_path: db_path.clone(),
             skip_reason: (!facts.live_db_exists).then(|| "there is no live database".to_owned()),
@@ -413,6 +494,7 @@ pub fn plan_restore(
         include_chroma,
         pre_restore_snapshot: take_snapshot,
         targets,
+        gates: facts.gates.clone(),
         steps,
         warnings,
     })

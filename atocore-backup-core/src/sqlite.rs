@@ -500,6 +500,28 @@ mod tests {
         (path, writer)
     }
 
+    /// The restore's last line of defence, behind the open-file gate: a
+    /// reader that opened the db after the gates passed keeps the `-wal`'s
+    /// committed frames in use, and the checkpoint must say so.
+    #[test]
+    fn a_checkpoint_beside_an_open_reader_reports_busy_and_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Utf8Path::from_path(dir.path()).expect("utf-8");
+        let (path, writer) = live_db_of_rows(dir, 50);
+        let reader = Connection::open(&path).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
+            .expect("read");
+        writer
+            .execute_batch("UPDATE memories SET project = 8 WHERE id = 2")
+            .expect("write after the reader's snapshot");
+        let checkpoint = super::checkpoint_truncate(&path).expect("checkpoint runs");
+        assert_eq!(checkpoint.busy, 1);
+        let refused = checkpoint.require_complete(&path).expect_err("busy is refused");
+        assert!(refused.to_string().contains("busy = 1"), "{refused}");
+    }
+
     /// SQLite's own backup of `source`, through the default VFS with no map:
     /// every page read with `pread`.
     fn reference_backup(source: &Utf8Path, target: &Utf8Path) -> Vec<u8> {

@@ -95,6 +95,15 @@ fn every_error_text() {
         },
         Error::ServiceRunning {
             path: "/d/db/.atocore-service.lock".into(),
+            holder: "pid 77 on web-1 (atocore service since 2026-04-08T21:00:00Z)".into(),
+        },
+        Error::DbOpenElsewhere {
+            path: "/d/db/atocore.db".into(),
+            users: vec![
+                "pid 77 (python3 -m atocore.main) has `/d/db/atocore.db` open".into(),
+                "pid 78 (sqlite3 /d/db/atocore.db) holds a lock on `/d/db/atocore.db-shm`".into(),
+            ],
+            partial: Some("partial check: the open files of 3 processes could not be read (run as their user or as root to see them); their SQLite locks were probed instead".into()),
         },
         Error::RestoreInProgress {
             path: "/d/db/.atocore-restore-in-progress".into(),

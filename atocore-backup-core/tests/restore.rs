@@ -7,8 +7,7 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 
 use atocore_backup_core::{
-    Error, NoProgress, RestoreOptions, ServiceLock, StepReport, StepStatus, list_backups, restore_backup,
-    validate_backup,
+    Error, NoProgress, RestoreOptions, ServiceLock, StepStatus, list_backups, restore_backup, validate_backup,
 };
 use common::{Runtime, restore_options};
 use fs_err as fs;
@@ -296,7 +295,8 @@ fn refuses_while_another_connection_holds_a_write_transaction() {
     writer.execute_batch("BEGIN IMMEDIATE;").unwrap();
     writer.execute(MARKER_SQL, []).unwrap();
     let error = try_restore(&runtime, &manifest.stamp).unwrap_err();
-    assert!(matches!(error, Error::DbInUse { .. }), "{error}");
+    // The open-file gate sees the writer before `BEGIN EXCLUSIVE` would.
+    assert!(matches!(error, Error::DbOpenElsewhere { .. }), "{error}");
     assert!(error.to_string().contains("atocore.db"));
     writer.execute_batch("ROLLBACK;").unwrap();
 }
@@ -350,31 +350,20 @@ fn restoring_into_other_paths_is_a_rehearsal() {
 }
 
 #[test]
-fn a_busy_checkpoint_stops_the_restore_before_any_sidecar_is_deleted() {
-    // Without a snapshot, the checkpoint step is the first to meet the reader.
-    let options = RestoreOptions {
-        include_chroma: None,
-        pre_restore_snapshot: false,
-    };
-    let failed = restore_against_a_reader(options);
-    assert_eq!(failed.step.name(), "checkpoint_wal");
-    assert!(failed.detail.contains("busy = 1"), "{}", failed.detail);
+fn a_reader_stops_the_restore_at_the_gate_with_or_without_a_snapshot() {
+    for pre_restore_snapshot in [true, false] {
+        let options = RestoreOptions {
+            include_chroma: None,
+            pre_restore_snapshot,
+        };
+        refused_while_a_reader_is_open(options);
+    }
 }
 
-#[test]
-fn a_reader_keeps_the_pre_restore_snapshot_from_copying_the_db_as_a_file() {
-    // The snapshot copies the db as a plain file only under SQLite's
-    // exclusive lock, which a reader's open connection refuses.
-    let failed = restore_against_a_reader(restore_options());
-    assert_eq!(failed.step.name(), "pre_restore_snapshot");
-    assert!(failed.detail.contains("in use"), "{}", failed.detail);
-}
-
-/// Restores while another connection holds a read transaction (so
-/// `wal_checkpoint(TRUNCATE)` reports busy = 1; `BEGIN EXCLUSIVE` still
-/// succeeds in WAL mode, so the gates let it through) and checks that nothing
-/// live changed; returns the failed step.
-fn restore_against_a_reader(options: RestoreOptions) -> StepReport {
+/// Restores while a connection of this very process holds a read
+/// transaction over a hot `-wal` (`BEGIN EXCLUSIVE` succeeds in WAL mode, so
+/// only the open-file gate sees it) and checks that nothing live changed.
+fn refused_while_a_reader_is_open(options: RestoreOptions) {
     let runtime = Runtime::seeded(100);
     let manifest = runtime.backup(false);
     leave_hot_wal(&runtime);
@@ -383,30 +372,20 @@ fn restore_against_a_reader(options: RestoreOptions) -> StepReport {
     let _: i64 = reader
         .query_row("SELECT count(*) FROM memories", [], |r| r.get(0))
         .unwrap();
-    let report = restore(&runtime, &manifest.stamp, options);
-    assert!(!report.success);
-    let failed = report.failed_step().unwrap().clone();
+    let before = runtime.tree();
+    let error = restore_backup(&runtime.paths, &manifest.stamp, &options, true, &NoProgress).unwrap_err();
+    assert!(matches!(error, Error::DbOpenElsewhere { .. }), "{error}");
     assert!(
-        report
-            .steps
-            .iter()
-            .skip_while(|s| s.step.name() != "remove_sidecars")
-            .all(|s| s.status == StepStatus::Skipped)
+        error
+            .to_string()
+            .contains(&format!("pid {} (", std::process::id())),
+        "a host's own connection counts: {error}"
     );
-    let wal = fs::read(format!("{}-wal", runtime.paths.db_path)).unwrap();
-    assert!(!wal.is_empty(), "the -wal holding committed data survived");
-    assert!(
-        !runtime.paths.restore_marker_path().exists(),
-        "nothing live changed, so no marker is left"
-    );
-    assert!(
-        !runtime.paths.db_dir().join(".atocore.db.restore-tmp").exists(),
-        "the staged db is removed"
-    );
+    assert_eq!(before, runtime.tree(), "nothing changed, no snapshot taken");
+    assert_eq!(list_backups(&runtime.paths).unwrap().backups.len(), 1);
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
     assert_eq!(runtime.count(COUNT_MARKER), 1, "the committed row is still there");
-    failed
 }
 
 #[test]

@@ -157,7 +157,7 @@ async fn restore_plan_is_a_preview_that_changes_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["steps"].as_array().unwrap().len(), 11);
+    assert_eq!(body["steps"].as_array().unwrap().len(), 12);
     assert!(!marker.exists());
     snapshot(&fixture, "restore_plan", status, &body);
 }

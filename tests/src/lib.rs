@@ -149,6 +149,14 @@ pub fn failed_step(report: &serde_json::Value) -> &serde_json::Value {
         .unwrap_or_else(|| panic!("no step failed in {report}"))
 }
 
+/// The step named `name` of a `restore --json` report or plan.
+pub fn step<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|step| step["step"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {report}"))
+}
+
 /// The stamps of a `list --json` listing, newest first.
 pub fn listed_stamps(listing: &serde_json::Value) -> Vec<&str> {
     listing["backups"]
@@ -165,4 +173,52 @@ pub fn tree_hashes_without_sidecars(dir: &Utf8Path) -> Vec<(String, String)> {
         .into_iter()
         .filter(|(path, _)| !path.ends_with("-wal") && !path.ends_with("-shm"))
         .collect()
+}
+
+/// A `python3` process standing in for the atocore service; killed on drop.
+pub struct PythonService {
+    child: Child,
+}
+
+impl PythonService {
+    /// Runs `script` with `args` (as `sys.argv[1:]`) and the repository's
+    /// `integrations/python` on `PYTHONPATH`; returns once the script has
+    /// printed `ready`, so what it holds is held.
+    pub fn start(script: &str, args: &[&str]) -> Self {
+        let integrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../integrations/python");
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .env("PYTHONPATH", integrations)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if line.trim() != "ready" {
+            let output = child.wait_with_output().expect("python3 exits");
+            panic!(
+                "the python service did not start: {}{}",
+                line,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        PythonService { child }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PythonService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

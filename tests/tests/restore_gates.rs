@@ -54,7 +54,7 @@ fn a_chroma_dir_that_cannot_be_renamed_has_its_entries_swapped_and_keeps_its_ino
     fs::write(scratch.paths.chroma_dir.join("loose.bin"), b"later").unwrap();
     let inode = fs::metadata(&scratch.paths.chroma_dir).unwrap().ino();
     let report = restore_json_with_fault(&scratch, &stamp, "chroma-rename-ebusy");
-    let chroma_step = &report["steps"][8];
+    let chroma_step = atocore_backup_tests::step(&report, "restore_chroma");
     assert_eq!(chroma_step["status"], "ok");
     assert!(
         chroma_step["detail"]
@@ -126,7 +126,7 @@ fn without_rename_exchange_chroma_is_swapped_by_two_renames() {
     fs::write(scratch.paths.chroma_dir.join("loose.bin"), b"later").unwrap();
     let report = restore_json_with_fault(&scratch, &stamp, "chroma-exchange-unsupported");
     assert!(
-        report["steps"][8]["detail"]
+        atocore_backup_tests::step(&report, "restore_chroma")["detail"]
             .as_str()
             .unwrap()
             .contains("renaming the old tree away")
@@ -232,7 +232,7 @@ fn a_restore_stopped_after_the_pre_restore_snapshot_removes_it_with_the_runtime_
         atocore_backup_tests::failed_step(&report)["step"],
         "checkpoint_wal"
     );
-    let snapshot_step = &report["steps"][3];
+    let snapshot_step = atocore_backup_tests::step(&report, "pre_restore_snapshot");
     assert_eq!(snapshot_step["step"], "pre_restore_snapshot");
     assert_eq!(snapshot_step["status"], "ok");
     // The snapshot's db was the live db's own file: kept, a service started on
