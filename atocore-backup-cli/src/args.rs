@@ -92,6 +92,10 @@ pub enum Command {
         /// Skip the pre-restore snapshot (the restore cannot then be undone).
         #[arg(long)]
         no_pre_restore_snapshot: bool,
+        /// Own every restored file and directory by UID:GID instead of the
+        /// owner of what it replaces.
+        #[arg(long, value_name = "UID:GID")]
+        chown: Option<atocore_backup_core::Chown>,
         /// Print the plan and change nothing; needs no confirmation.
         #[arg(long)]
         dry_run: bool,

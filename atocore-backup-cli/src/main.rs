@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
             include_chroma,
             no_chroma,
             no_pre_restore_snapshot,
+            chown,
             dry_run,
             json,
         } => {
@@ -132,6 +133,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
                     _ => None,
                 },
                 pre_restore_snapshot: !no_pre_restore_snapshot,
+                chown,
             };
             if dry_run {
                 let plan = core::preview_restore(&paths, &stamp, &options)?;

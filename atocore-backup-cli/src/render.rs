@@ -188,17 +188,34 @@ fn step_line(step: &RestoreStep) -> String {
             "remove sidecars {}",
             paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
         ),
-        RestoreStep::ReplaceDb { from, to } => format!("replace {to} with {from}"),
-        RestoreStep::RestoreRegistry { from, to, .. } => match from {
-            Some(from) => format!("replace {to} with {from}"),
+        RestoreStep::ReplaceDb { from, to, owner } => {
+            format!("replace {to} with {from}{}", owned_as(owner.as_ref()))
+        }
+        RestoreStep::RestoreRegistry { from, to, owner, .. } => match from {
+            Some(from) => format!("replace {to} with {from}{}", owned_as(owner.as_ref())),
             None => format!("leave {to} as it is"),
         },
-        RestoreStep::RestoreChroma { from, to, swap, .. } => match from {
+        RestoreStep::RestoreChroma {
+            from,
+            to,
+            swap,
+            owner,
+            chown,
+            ..
+        } => match from {
             Some(from) => format!(
-                "replace {to} with {from} ({})",
+                "replace {to} with {from} ({}){}; files inside {}",
                 match swap {
                     atocore_backup_core::ChromaSwap::RenameDir => "swap the whole tree",
                     atocore_backup_core::ChromaSwap::SwapEntries => "mount point: swap its entries",
+                },
+                owned_as(owner.as_ref()),
+                match chown {
+                    Some(chown) => format!(
+                        "owned by {}:{}, modes as replaced or recorded",
+                        chown.uid, chown.gid
+                    ),
+                    None => "keep the owner and mode of the file each replaces".to_owned(),
                 }
             ),
             None => format!("leave {to} as it is"),
@@ -206,6 +223,11 @@ fn step_line(step: &RestoreStep) -> String {
         RestoreStep::IntegrityCheck { db_path } => format!("PRAGMA integrity_check on {db_path}"),
         RestoreStep::RemoveRestoreMarker { path } => format!("remove restore marker {path}"),
     }
+}
+
+/// `, as 1000:1000 0640`: who will own what a step writes.
+fn owned_as(owner: Option<&atocore_backup_core::Ownership>) -> String {
+    owner.map(|owner| format!(", as {owner}")).unwrap_or_default()
 }
 
 pub fn plan(plan: &RestorePlan) -> String {
@@ -365,6 +387,7 @@ mod tests {
         let options = RestoreOptions {
             include_chroma,
             pre_restore_snapshot: snapshot,
+            chown: None,
         };
         match plan_restore(&manifest(registry, chroma), &options, facts) {
             Ok(plan) => super::plan(&plan),

@@ -85,6 +85,11 @@ impl Env {
         settings.add_filter(r"have \d+(\.\d+)? [KMGT]?i?B", "have [FREE]");
         settings.add_filter(r"\d+ bytes available", "[FREE] bytes available");
         settings.add_filter(r"pid \d+ on \S+", "pid [PID] on [HOST]");
+        // Whoever runs the tests, under whatever umask.
+        settings.add_filter(r", as \d+:\d+ [0-7]{4}", ", as [UID]:[GID] [MODE]");
+        settings.add_filter(r#""gid": \d+"#, r#""gid": "[GID]""#);
+        settings.add_filter(r#""uid": \d+"#, r#""uid": "[UID]""#);
+        settings.add_filter(r#""mode": "0[0-7]{3}""#, r#""mode": "[MODE]""#);
         settings
     }
 

@@ -38,6 +38,7 @@ fn planners(c: &mut Criterion) {
     let options = RestoreOptions {
         include_chroma: None,
         pre_restore_snapshot: true,
+        chown: None,
     };
     c.bench_function("plan_restore", |b| {
         b.iter(|| plan_restore(black_box(&manifest), &options, &facts))

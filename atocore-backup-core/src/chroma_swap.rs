@@ -15,9 +15,12 @@ use crate::error::{Error, Result};
 use crate::execute::refuse_symlink;
 use crate::faults::{crash_point, injected};
 use crate::leftovers::{INNER_OLD, INNER_STAGING, chroma_old_beside, chroma_staging_beside};
+use crate::manifest::Ownership;
 use crate::manifest::{ChromaRecord, FileRecord};
+use crate::ownership::{apply_ownership, ownership_of};
 use crate::paths::parent_or_dot;
-use crate::plan::ChromaSwap;
+use crate::plan::{Chown, ChromaSwap, resolve_owner};
+use crate::tree::walk_tree;
 use crate::validate::resolve_inside;
 
 /// Builds a verified copy of the backup's chroma tree at `staging`.
@@ -151,6 +154,49 @@ fn stage_chroma(
     }
 }
 
+/// Who owns the restored tree: its root as planned, and an explicit owner
+/// for everything inside when one was given.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnersOfTree {
+    pub root: Option<Ownership>,
+    pub chown: Option<Chown>,
+}
+
+/// Gives every entry of the new tree at `staging` the owner, group and mode
+/// of the entry it replaces in `live`, or, new, its recorded mode and the
+/// owner of the tree's root (see `resolve_owner`); the root itself gets
+/// `owners.root` unless `skip_root` (a mount point keeps its own).
+fn adopt_owners(
+    staging: &Utf8Path,
+    live: &Utf8Path,
+    record: &ChromaRecord,
+    owners: OwnersOfTree,
+    skip_root: bool,
+) -> Result<()> {
+    let Some(root) = owners.root else {
+        return Ok(());
+    };
+    for entry in walk_tree(staging)? {
+        if entry.relative == INNER_STAGING || entry.relative == INNER_OLD {
+            continue;
+        }
+        let recorded = record
+            .files
+            .iter()
+            .find(|file| file.path == entry.relative)
+            .and_then(|file| file.owner);
+        let replaced = ownership_of(&live.join(&entry.relative))?;
+        let owner = resolve_owner(replaced, Some(root), recorded, owners.chown, entry.is_dir);
+        if let Some(owner) = owner {
+            apply_ownership(&staging.join(&entry.relative), &owner)?;
+        }
+    }
+    if !skip_root {
+        apply_ownership(staging, &root)?;
+    }
+    Ok(())
+}
+
 /// Replaces the chroma tree with the one `stage_chroma` built (`staged`), or
 /// builds it now; returns how it was done.
 pub(crate) fn restore_chroma(
@@ -158,6 +204,7 @@ pub(crate) fn restore_chroma(
     to: &Utf8Path,
     record: &ChromaRecord,
     swap: ChromaSwap,
+    owners: OwnersOfTree,
     staged: Option<Utf8PathBuf>,
     progress: &dyn Progress,
 ) -> Result<&'static str> {
@@ -166,7 +213,7 @@ pub(crate) fn restore_chroma(
         if let Some(staged) = staged {
             fs::remove_dir_all(staged)?;
         }
-        swap_entries(from, to, record, progress)?;
+        swap_entries(from, to, record, owners, progress)?;
         return Ok("swapping entries inside the mount point");
     }
     let old = chroma_old_beside(to);
@@ -177,6 +224,8 @@ pub(crate) fn restore_chroma(
         Some(staged) => staged,
         None => stage_chroma(from, to, record, progress)?,
     };
+    adopt_owners(&staging, to, record, owners, false)?;
+    fsync_dir(&staging)?;
     crash_point("restore.chroma_staged");
     if !to.exists() {
         rename_durably(&staging, to)?;
@@ -193,7 +242,7 @@ pub(crate) fn restore_chroma(
         }
         Err(error) if is_mount_like(&error) => {
             fs::remove_dir_all(&staging)?;
-            swap_entries(from, to, record, progress)?;
+            swap_entries(from, to, record, owners, progress)?;
             Ok("swapping entries (the directory could not be renamed)")
         }
         // A filesystem without RENAME_EXCHANGE: two renames, with an instant
@@ -244,6 +293,7 @@ fn swap_entries(
     from: &Utf8Path,
     to: &Utf8Path,
     record: &ChromaRecord,
+    owners: OwnersOfTree,
     progress: &dyn Progress,
 ) -> Result<()> {
     let staging = to.join(INNER_STAGING);
@@ -252,6 +302,7 @@ fn swap_entries(
         fs::remove_dir_all(&old)?;
     }
     build_chroma_tree(from, &staging, record, progress)?;
+    adopt_owners(&staging, to, record, owners, true)?;
     fs::create_dir(&old)?;
     for entry in walk_top_level(to)? {
         if entry == INNER_STAGING || entry == INNER_OLD {

@@ -204,6 +204,7 @@ impl Drill {
         let restore_options = RestoreOptions {
             include_chroma: None,
             pre_restore_snapshot: true,
+            chown: None,
         };
         let restored =
             restore_backup(paths, &baseline.stamp, &restore_options, true, progress).map_err(text)?;

@@ -5,8 +5,10 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::chroma_swap::restore_chroma;
-use crate::create::{CreateOptions, LiveAccess, create_backup_locked, now, snapshot_dir};
+use crate::chroma_swap::{OwnersOfTree, restore_chroma};
+use crate::create::{
+    CreateOptions, LiveAccess, create_backup_locked, live_inodes, now, seal_snapshot, snapshot_dir,
+};
 use crate::durable::{
     FilesystemFlush, Progress, copy_hashed, create_dir_durably, fsync_dir, remove_if_exists, rename_durably,
     temp_path_for,
@@ -16,9 +18,11 @@ use crate::faults::{crash_point, injected};
 use crate::gates::{self, ensure_db_unused};
 use crate::leftovers::{RESTORE_TMP, chroma_staging_beside};
 use crate::lock::BackupDirLock;
+use crate::manifest::Ownership;
 use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
 use crate::observe::{available_bytes, observe_restore};
+use crate::ownership::apply_ownership;
 use crate::paths::{RuntimePaths, parent_or_dot};
 use crate::plan::{
     ChromaSwap, GateCheck, RestoreOptions, RestorePlan, RestoreStep, RestoreTargets, plan_restore,
@@ -304,6 +308,18 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     .push("the restore stopped before changing the live runtime; it is unchanged".to_owned());
             }
         }
+        // The pre-restore snapshot's hard links to files that are no longer
+        // live become read-only like every other snapshot file.
+        if let Some(pre) = &self.pre_restore_stamp {
+            let sealed = live_inodes(self.paths, LiveAccess::HeldByRestore)
+                .and_then(|live| seal_snapshot(&snapshot_dir(self.paths, pre), &live));
+            if let Err(error) = sealed {
+                warnings.push(format!(
+                    "the pre-restore snapshot `{pre}` could not be made read-only: {}",
+                    error.chain()
+                ));
+            }
+        }
         let integrity_ok = self.integrity_check.as_deref() == Some("ok");
         RestoreReport {
             format_version,
@@ -492,17 +508,18 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     format!("removed {}", removed.join(", "))
                 }))
             }
-            RestoreStep::ReplaceDb { from, to } => {
+            RestoreStep::ReplaceDb { from, to, owner } => {
                 self.live_changed = true;
                 // The last look before the swap: the marker and the service
                 // lock keep a cooperating service out, this anyone else.
                 ensure_db_unused(to)?;
                 match self.staged_db.take() {
-                    Some(temp) => swap_in(&temp, to, "restore.before_db_rename")?,
+                    Some(temp) => swap_in(&temp, to, owner.as_ref(), "restore.before_db_rename")?,
                     None => replace_file(
                         from,
                         to,
                         &manifest.db.checksum,
+                        owner.as_ref(),
                         "restore.before_db_rename",
                         self.progress,
                     )?,
@@ -524,7 +541,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     manifest.db.size_bytes
                 )))
             }
-            RestoreStep::RestoreRegistry { from, to, .. } => {
+            RestoreStep::RestoreRegistry { from, to, owner, .. } => {
                 let (Some(from), Some(record)) = (from, &manifest.registry) else {
                     return Ok(Outcome::Skipped("the backup has no registry".to_owned()));
                 };
@@ -532,6 +549,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     from,
                     to,
                     &record.checksum,
+                    owner.as_ref(),
                     "restore.before_registry_rename",
                     self.progress,
                 )?;
@@ -541,12 +559,30 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     record.size_bytes
                 )))
             }
-            RestoreStep::RestoreChroma { from, to, swap, .. } => {
+            RestoreStep::RestoreChroma {
+                from,
+                to,
+                swap,
+                owner,
+                chown,
+                ..
+            } => {
                 let (Some(from), Some(record)) = (from, &manifest.chroma) else {
                     return Ok(Outcome::Skipped("the backup has no chroma".to_owned()));
                 };
                 let staged = self.staged_chroma.take();
-                let method = restore_chroma(from, to, record, *swap, staged, self.progress)?;
+                let method = restore_chroma(
+                    from,
+                    to,
+                    record,
+                    *swap,
+                    OwnersOfTree {
+                        root: *owner,
+                        chown: *chown,
+                    },
+                    staged,
+                    self.progress,
+                )?;
                 crash_point("restore.after_chroma");
                 Ok(Outcome::Done(format!(
                     "{} files restored by {method}",
@@ -597,11 +633,12 @@ fn replace_file(
     from: &Utf8Path,
     to: &Utf8Path,
     expected: &crate::Checksum,
+    owner: Option<&Ownership>,
     crash_before_rename: &str,
     progress: &dyn Progress,
 ) -> Result<()> {
     let temp = stage_file(from, to, expected, progress)?;
-    swap_in(&temp, to, crash_before_rename)
+    swap_in(&temp, to, owner, crash_before_rename)
 }
 
 /// Copies `from` to the temp file beside `to`, verifies it against
@@ -638,7 +675,21 @@ fn stage_file(
 
 /// Renames a staged, verified, fsynced temp file over `to`, durably: a crash
 /// leaves the old file or the new one.
-fn swap_in(temp: &Utf8Path, to: &Utf8Path, crash_before_rename: &str) -> Result<()> {
+fn swap_in(
+    temp: &Utf8Path,
+    to: &Utf8Path,
+    owner: Option<&Ownership>,
+    crash_before_rename: &str,
+) -> Result<()> {
+    // The new file carries its owner and mode into place with the rename: a
+    // service never meets it with root's.
+    let owned = owner.map_or(Ok(()), |owner| {
+        apply_ownership(temp, owner).and_then(|()| Ok(fs_err::File::open(temp)?.sync_all()?))
+    });
+    if let Err(error) = owned {
+        let _ = remove_if_exists(temp);
+        return Err(error);
+    }
     crash_point(crash_before_rename);
     let swapped = rename_durably(temp, to);
     if swapped.is_err() {
@@ -714,6 +765,7 @@ impl StagingTargets {
                     to,
                     swap: ChromaSwap::RenameDir,
                     skip_reason: None,
+                    ..
                 } => targets.chroma = Some(to.clone()),
                 _ => {}
             }

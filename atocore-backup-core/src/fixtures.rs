@@ -5,7 +5,8 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::manifest::BackupManifest;
-use crate::plan::{Gate, GateCheck, GateStatus, RestoreFacts, RestoreTargets};
+use crate::manifest::Ownership;
+use crate::plan::{Gate, GateCheck, GateStatus, RestoreFacts, RestoreTargets, TargetOwners};
 
 /// A manifest of stamp `20260408T211748Z` with a 40 KiB db and, as asked, a
 /// 154-byte registry and an 8 KiB chroma tree.
@@ -83,5 +84,37 @@ pub fn restore_facts() -> RestoreFacts {
                 detail: "BEGIN EXCLUSIVE succeeded at once".to_owned(),
             },
         ],
+        owners: TargetOwners {
+            db: Some(Ownership {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o640,
+            }),
+            db_dir: Some(Ownership {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o750,
+            }),
+            registry: Some(Ownership {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o640,
+            }),
+            registry_dir: Some(Ownership {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o750,
+            }),
+            chroma: Some(Ownership {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o750,
+            }),
+            chroma_parent: Some(Ownership {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o750,
+            }),
+        },
     }
 }

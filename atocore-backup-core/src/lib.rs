@@ -30,7 +30,7 @@
 //! let manifest = create_backup(&paths, &options, &NoProgress)?;
 //! assert!(validate_backup(&paths.backup_dir, &manifest.stamp)?.valid);
 //!
-//! let options = RestoreOptions { include_chroma: None, pre_restore_snapshot: true };
+//! let options = RestoreOptions { include_chroma: None, pre_restore_snapshot: true, chown: None };
 //! let plan = preview_restore(&paths, &manifest.stamp, &options)?; // the dry run: data only
 //! assert!(plan.refusing_gate().is_none()); // every safety gate would pass now
 //!
@@ -65,6 +65,7 @@ mod manifest;
 mod mapped_chunks;
 mod marker;
 mod observe;
+mod ownership;
 mod paths;
 mod plan;
 mod prune;
@@ -86,14 +87,14 @@ pub use list::{BackupListing, BackupSummary, list_backups};
 pub use lock::{BackupDirLock, LockHolder, ServiceLock};
 pub use manifest::{
     B3SUMS_NAME, BackupKind, BackupManifest, ChromaRecord, DbRecord, FORMAT_VERSION, FileRecord,
-    MANIFEST_NAME, SourcePaths,
+    MANIFEST_NAME, Ownership, SourcePaths,
 };
 pub use marker::RestoreMarker;
 pub use observe::observe_restore;
 pub use paths::{PathOverrides, RuntimePaths};
 pub use plan::{
-    ChromaSwap, Gate, GateCheck, GateStatus, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions, RestorePlan,
-    RestoreRefusal, RestoreStep, RestoreTargets, Sidecar, plan_restore,
+    Chown, ChromaSwap, Gate, GateCheck, GateStatus, PLAN_FORMAT_VERSION, RestoreFacts, RestoreOptions,
+    RestorePlan, RestoreRefusal, RestoreStep, RestoreTargets, Sidecar, plan_restore,
 };
 pub use prune::{
     DeleteReport, KeptBackup, NotCounted, PRUNE_PLAN_FORMAT_VERSION, PreRestoreDecision, PruneCandidate,

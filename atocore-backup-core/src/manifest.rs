@@ -96,6 +96,50 @@ pub struct DbRecord {
     /// instead of keeping a second copy, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked_from: Option<Stamp>,
+    /// The live db's owner, group and mode when captured (absent in older
+    /// manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Ownership>,
+}
+
+/// Owner, group and permission bits of a live file or directory: what a
+/// restore gives the file it writes in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// Owning user id.
+    pub uid: u32,
+    /// Owning group id.
+    pub gid: u32,
+    /// Permission bits (`0o7777` at most), written in JSON as octal text
+    /// such as `"0640"`.
+    #[serde(with = "octal_mode")]
+    pub mode: u32,
+}
+
+impl std::fmt::Display for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} {:04o}", self.uid, self.gid, self.mode)
+    }
+}
+
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        u32::from_str_radix(&text, 8)
+            .ok()
+            .filter(|mode| *mode <= 0o7777)
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "mode `{text}` is not octal permission bits such as `0640`"
+                ))
+            })
+    }
 }
 
 /// A single copied file.
@@ -112,6 +156,11 @@ pub struct FileRecord {
     /// manifests lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_mtime_ns: Option<i64>,
+    /// The source's owner, group and mode when captured (absent in older
+    /// manifests): a restore that creates this file where none exists gives
+    /// it this mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Ownership>,
 }
 
 /// The Chroma directory copy.

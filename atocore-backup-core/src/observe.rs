@@ -7,8 +7,9 @@ use fs_err as fs;
 
 use crate::error::Result;
 use crate::marker::RestoreMarker;
+use crate::ownership::ownership_of;
 use crate::paths::{RuntimePaths, parent_or_dot};
-use crate::plan::{GateCheck, RestoreFacts, RestoreTargets, Sidecar, sidecar};
+use crate::plan::{GateCheck, RestoreFacts, RestoreTargets, Sidecar, TargetOwners, sidecar};
 use crate::tree::walk_tree;
 
 /// Gathers [`RestoreFacts`] for restoring the snapshot at `backup_path` into
@@ -61,6 +62,14 @@ pub fn observe_restore(
             .cloned()
             .collect(),
         gates,
+        owners: TargetOwners {
+            db: ownership_of(&paths.db_path)?,
+            db_dir: ownership_of(paths.db_dir())?,
+            registry: ownership_of(&paths.registry_path)?,
+            registry_dir: ownership_of(parent_or_dot(&paths.registry_path))?,
+            chroma: ownership_of(&paths.chroma_dir)?,
+            chroma_parent: ownership_of(parent_or_dot(&paths.chroma_dir))?,
+        },
     })
 }
 

@@ -28,7 +28,7 @@
 use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::BackupManifest;
+use crate::manifest::{BackupManifest, Ownership};
 use crate::marker::RestoreMarker;
 
 /// Version of the plan's JSON shape.
@@ -41,6 +41,84 @@ pub struct RestoreOptions {
     pub include_chroma: Option<bool>,
     /// Take a pre-restore snapshot first (on unless explicitly declined).
     pub pre_restore_snapshot: bool,
+    /// Owner and group for every file and directory written, instead of
+    /// those of what each replaces (`--chown UID:GID`).
+    pub chown: Option<Chown>,
+}
+
+/// An explicit owner and group, parsed from `UID:GID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chown {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl std::str::FromStr for Chown {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parsed = text
+            .split_once(':')
+            .and_then(|(uid, gid)| Some((uid.parse().ok()?, gid.parse().ok()?)));
+        match parsed {
+            Some((uid, gid)) => Ok(Chown { uid, gid }),
+            None => Err(format!("`{text}` is not numeric `UID:GID` such as `1000:1000`")),
+        }
+    }
+}
+
+/// Owner, group and mode of the live targets and of the directories that
+/// hold them, as observed (`None` where nothing exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TargetOwners {
+    /// The live db.
+    pub db: Option<Ownership>,
+    /// The directory holding it.
+    pub db_dir: Option<Ownership>,
+    /// The live registry.
+    pub registry: Option<Ownership>,
+    /// The directory holding it.
+    pub registry_dir: Option<Ownership>,
+    /// The live chroma directory.
+    pub chroma: Option<Ownership>,
+    /// The directory holding it.
+    pub chroma_parent: Option<Ownership>,
+}
+
+/// What a file or directory the restore writes will be owned by: the owner,
+/// group and mode of what it replaces; where nothing is replaced, the
+/// owner and group of its directory with the mode recorded at capture (or,
+/// unrecorded, the directory's mode without execute bits for a file); an
+/// explicit `chown` overrides owner and group. `None` when even the
+/// directory does not exist yet.
+pub fn resolve_owner(
+    replaced: Option<Ownership>,
+    parent: Option<Ownership>,
+    recorded: Option<Ownership>,
+    chown: Option<Chown>,
+    is_dir: bool,
+) -> Option<Ownership> {
+    let base = replaced.or_else(|| {
+        parent.map(|parent| Ownership {
+            uid: parent.uid,
+            gid: parent.gid,
+            mode: match (recorded, is_dir) {
+                (Some(recorded), _) => recorded.mode,
+                (None, true) => parent.mode,
+                (None, false) => parent.mode & 0o666,
+            },
+        })
+    })?;
+    Some(match chown {
+        Some(chown) => Ownership {
+            uid: chown.uid,
+            gid: chown.gid,
+            ..base
+        },
+        None => base,
+    })
 }
 
 /// The live paths a restore writes to.
@@ -90,6 +168,8 @@ pub struct RestoreFacts {
     pub symlinked_targets: Vec<Utf8PathBuf>,
     /// The safety gates as found: enforced by a restore, previewed by a dry run.
     pub gates: Vec<GateCheck>,
+    /// Who owns the live targets and their directories.
+    pub owners: TargetOwners,
 }
 
 /// A safety gate a restore must pass before it changes anything.
@@ -237,6 +317,10 @@ pub enum RestoreStep {
         from: Utf8PathBuf,
         /// The live db.
         to: Utf8PathBuf,
+        /// Owner, group and mode the new db gets before it is renamed into
+        /// place (see [`resolve_owner`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Ownership>,
     },
     /// Replace the registry the same way.
     RestoreRegistry {
@@ -244,6 +328,9 @@ pub enum RestoreStep {
         from: Option<Utf8PathBuf>,
         /// The live registry.
         to: Utf8PathBuf,
+        /// Owner, group and mode the new registry gets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Ownership>,
         /// Why it is skipped, when it is.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         skip_reason: Option<String>,
@@ -256,6 +343,14 @@ pub enum RestoreStep {
         to: Utf8PathBuf,
         /// How the new tree replaces the old.
         swap: ChromaSwap,
+        /// Owner, group and mode of the chroma directory itself; each file
+        /// and directory inside keeps those of the one it replaces, or gets
+        /// its recorded mode and its directory's owner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Ownership>,
+        /// The explicit owner every file inside gets, when one was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<Chown>,
         /// Why it is skipped, when it is.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         skip_reason: Option<String>,
@@ -423,6 +518,7 @@ pub fn plan_restore(
         None
     };
     let db_path = targets.db_path.clone();
+    let owners = &facts.owners;
     let steps = vec![
         RestoreStep::ValidateBackup,
         RestoreStep::CheckFreeSpace {
@@ -453,10 +549,20 @@ pub fn plan_restore(
         RestoreStep::ReplaceDb {
             from: backup.join(&manifest.db.path),
             to: db_path.clone(),
+            owner: resolve_owner(owners.db, owners.db_dir, manifest.db.owner, options.chown, false),
         },
         RestoreStep::RestoreRegistry {
             from: manifest.registry.as_ref().map(|r| backup.join(&r.path)),
             to: targets.registry_path.clone(),
+            owner: manifest.registry.as_ref().and_then(|record| {
+                resolve_owner(
+                    owners.registry,
+                    owners.registry_dir,
+                    record.owner,
+                    options.chown,
+                    false,
+                )
+            }),
             skip_reason: manifest
                 .registry
                 .is_none()
@@ -474,6 +580,10 @@ pub fn plan_restore(
             } else {
                 ChromaSwap::RenameDir
             },
+            owner: include_chroma
+                .then(|| resolve_owner(owners.chroma, owners.chroma_parent, None, options.chown, true))
+                .flatten(),
+            chown: options.chown.filter(|_| include_chroma),
             skip_reason: match (include_chroma, has_chroma) {
                 (true, _) => None,
                 (false, true) => Some("chroma declined; the live chroma is left as it is".to_owned()),

@@ -319,9 +319,52 @@ pub(crate) fn validate_and_stage(
             dir.join(B3SUMS_NAME)
         ));
     }
+    if let Some(warning) = readable_by_others(&dir) {
+        report.warnings.push(warning);
+    }
     report.valid = report.errors.is_empty();
     report.manifest = Some(manifest);
     Ok(report)
+}
+
+/// A warning naming what in the snapshot other users can read or enter (the
+/// db holds private memories), if anything; snapshots are written 0700/0400.
+fn readable_by_others(dir: &Utf8Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut exposed = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let Ok(meta) = fs::symlink_metadata(&current) else {
+            continue;
+        };
+        if meta.mode() & 0o007 != 0 {
+            let relative = current.strip_prefix(dir).map_or("", |r| r.as_str());
+            let name = if relative.is_empty() { "." } else { relative };
+            exposed.push(format!("`{name}` ({:04o})", meta.mode() & 0o7777));
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&current).into_iter().flatten().flatten() {
+                if let Ok(path) = crate::durable::utf8(entry.path()) {
+                    pending.push(path);
+                }
+            }
+        }
+    }
+    if exposed.is_empty() {
+        return None;
+    }
+    exposed.sort();
+    let shown = exposed.len().min(5);
+    let more = exposed.len() - shown;
+    Some(format!(
+        "snapshot `{dir}` is readable by other users: {}{}; `chmod -R go= {dir}` makes it private",
+        exposed[..shown].join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    ))
 }
 
 type Outcome = std::result::Result<String, String>;

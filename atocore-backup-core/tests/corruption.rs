@@ -117,6 +117,12 @@ fn a_truncated_hnsw_file_is_reported_though_chroma_sqlite_is_fine() {
 fn an_extra_chroma_file_is_a_warning_not_an_error() {
     let backup = Damaged::new();
     fs::write(backup.path("chroma/segment-0001/stray.bin"), b"?").unwrap();
+    // Private, as snapshot files are: only the stray itself is at issue.
+    fs::set_permissions(
+        backup.path("chroma/segment-0001/stray.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o400),
+    )
+    .unwrap();
     let report = validate_backup(&backup.runtime.paths.backup_dir, &backup.manifest.stamp).unwrap();
     assert!(report.valid);
     assert_eq!(

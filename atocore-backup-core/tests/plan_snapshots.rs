@@ -10,6 +10,7 @@ fn options(include_chroma: Option<bool>, pre_restore_snapshot: bool) -> RestoreO
     RestoreOptions {
         include_chroma,
         pre_restore_snapshot,
+        chown: None,
     }
 }
 

@@ -181,6 +181,7 @@ fn skips_the_pre_restore_snapshot_when_asked() {
     let options = RestoreOptions {
         include_chroma: None,
         pre_restore_snapshot: false,
+        chown: None,
     };
     let report = restore(&runtime, &manifest.stamp, options);
     assert!(report.success);
@@ -264,6 +265,7 @@ fn a_stale_wal_from_another_life_never_meets_the_restored_db() {
         RestoreOptions {
             include_chroma: None,
             pre_restore_snapshot: false,
+            chown: None,
         },
     );
     assert!(report.success, "{report:#?}");
@@ -308,6 +310,7 @@ fn asking_for_chroma_from_a_backup_without_it_is_refused() {
     let options = RestoreOptions {
         include_chroma: Some(true),
         pre_restore_snapshot: true,
+        chown: None,
     };
     let error = restore_backup(&runtime.paths, &manifest.stamp, &options, true, &NoProgress).unwrap_err();
     assert!(error.to_string().contains("does not include chroma"), "{error}");
@@ -355,6 +358,7 @@ fn a_reader_stops_the_restore_at_the_gate_with_or_without_a_snapshot() {
         let options = RestoreOptions {
             include_chroma: None,
             pre_restore_snapshot,
+            chown: None,
         };
         refused_while_a_reader_is_open(options);
     }

@@ -153,6 +153,7 @@ pub(crate) async fn restore_plan(
     let options = RestoreOptions {
         include_chroma: body.include_chroma,
         pre_restore_snapshot: body.pre_restore_snapshot,
+        chown: None,
     };
     Ok(Json(
         blocking(move || core::preview_restore(&paths, &stamp, &options)).await?,

@@ -82,6 +82,10 @@ impl Fixture {
         settings.add_filter(r"pid \d+ on \S+", "pid [PID] on [HOST]");
         settings.add_filter(r#""available_bytes": \d+"#, r#""available_bytes": "[FREE]""#);
         settings.add_filter(r#""source_mtime_ns": \d+"#, r#""source_mtime_ns": "[MTIME]""#);
+        // Whoever runs the tests, under whatever umask.
+        settings.add_filter(r#""gid": \d+"#, r#""gid": "[GID]""#);
+        settings.add_filter(r#""uid": \d+"#, r#""uid": "[UID]""#);
+        settings.add_filter(r#""mode": "0[0-7]{3}""#, r#""mode": "[MODE]""#);
         settings
     }
 }

@@ -181,6 +181,7 @@ impl<'a> ChromaCopy<'a> {
                 size_bytes,
                 checksum,
                 source_mtime_ns: None,
+                owner: None,
             };
             return Ok((record, false));
         }
@@ -195,6 +196,7 @@ impl<'a> ChromaCopy<'a> {
             size_bytes,
             checksum,
             source_mtime_ns: Some(mtime_ns),
+            owner: None,
         };
         Ok((record, false))
     }
@@ -244,6 +246,7 @@ fn capture_held_file(
             size_bytes,
             checksum,
             source_mtime_ns: None,
+            owner: None,
         });
     }
     let before = size_and_mtime_ns(source)?;
@@ -267,6 +270,7 @@ fn capture_held_file(
         size_bytes,
         checksum,
         source_mtime_ns: Some(mtime_ns),
+        owner: None,
     })
 }
 

@@ -58,6 +58,7 @@ pub(super) fn copy_db(
         user_version: facts.user_version,
         captured_at,
         linked_from: None,
+        owner: None,
     })
 }
 

@@ -13,6 +13,7 @@ mod chroma;
 mod db;
 
 use std::fmt::Write as _;
+use std::os::unix::fs::DirBuilderExt;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
@@ -28,6 +29,7 @@ use crate::lock::BackupDirLock;
 use crate::manifest::{
     B3SUMS_NAME, BackupKind, BackupManifest, FORMAT_VERSION, FileRecord, MANIFEST_NAME, SourcePaths,
 };
+use crate::ownership::ownership_of;
 use crate::paths::RuntimePaths;
 use crate::stamp::Stamp;
 use crate::work_queue::WorkQueue;
@@ -115,12 +117,25 @@ pub(crate) fn create_backup_locked(
     }
     let snapshots = paths.snapshots_dir();
     create_dir_durably(&snapshots)?;
+    set_mode(&snapshots, SNAPSHOT_DIR_MODE)?;
     remove_leftovers(&snapshots)?;
 
     let created_at = now();
     let stamp = free_stamp(&snapshots, Stamp::at(created_at));
     let partial = snapshots.join(format!("{PARTIAL_PREFIX}{stamp}"));
-    fs::create_dir(&partial)?;
+    // 0700 from its creation, whatever the umask: nothing inside is ever
+    // reachable by another user, even before the files are made read-only
+    // (and even if a crash loses that later chmod).
+    std::fs::DirBuilder::new()
+        .mode(SNAPSHOT_DIR_MODE)
+        .create(&partial)
+        .map_err(|source| {
+            Error::Io(std::io::Error::new(
+                source.kind(),
+                format!("cannot create `{partial}`: {source}"),
+            ))
+        })?;
+    set_mode(&partial, SNAPSHOT_DIR_MODE)?;
     fsync_dir(&snapshots)?;
 
     let built = build_snapshot(&partial, paths, options, live, &stamp, created_at, progress);
@@ -132,6 +147,14 @@ pub(crate) fn create_backup_locked(
             return Err(error);
         }
     };
+    // Files 0400, directories 0700: the snapshot is never modified once
+    // published. A restore's snapshot hard-links live files it is about to
+    // replace; those keep the live mode until the swap (see `seal_snapshot`).
+    let sealed = seal_snapshot(&partial, &live_inodes(paths, live)?);
+    if let Err(error) = sealed {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(error);
+    }
     crash_point("create.before_rename");
     let done = snapshots.join(stamp.as_str());
     if let Err(error) = rename_durably(&partial, &done) {
@@ -139,6 +162,55 @@ pub(crate) fn create_backup_locked(
         return Err(error);
     }
     Ok(manifest)
+}
+
+/// Mode of every directory of a snapshot and of `snapshots/` itself.
+pub(crate) const SNAPSHOT_DIR_MODE: u32 = 0o700;
+/// Mode of every file of a snapshot: read-only, private.
+pub(crate) const SNAPSHOT_FILE_MODE: u32 = 0o400;
+
+fn set_mode(path: &Utf8Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Makes a snapshot's directories 0700 and its files 0400, except files that
+/// are still live (a pre-restore snapshot's hard links to the live db and
+/// chroma files, which must keep the live mode until the restore swaps them
+/// out).
+pub(crate) fn seal_snapshot(dir: &Utf8Path, live: &std::collections::HashSet<(u64, u64)>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    crate::ownership::restrict_tree(dir, SNAPSHOT_DIR_MODE, SNAPSHOT_FILE_MODE, &|meta| {
+        meta.nlink() > 1 && live.contains(&(meta.dev(), meta.ino()))
+    })
+}
+
+/// Device and inode of every live file a snapshot may hard-link: only a
+/// restore's snapshot does (`LiveAccess::HeldByRestore`).
+pub(crate) fn live_inodes(
+    paths: &RuntimePaths,
+    live: LiveAccess,
+) -> Result<std::collections::HashSet<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut inodes = std::collections::HashSet::new();
+    if live == LiveAccess::Shared {
+        return Ok(inodes);
+    }
+    let mut files = vec![paths.db_path.clone()];
+    if paths.chroma_dir.is_dir() {
+        for entry in crate::tree::walk_tree(&paths.chroma_dir)? {
+            if !entry.is_dir {
+                files.push(paths.chroma_dir.join(&entry.relative));
+            }
+        }
+    }
+    for file in files {
+        if let Ok(meta) = fs::symlink_metadata(&file) {
+            inodes.insert((meta.dev(), meta.ino()));
+        }
+    }
+    Ok(inodes)
 }
 
 /// Removes `.partial-*` and `.deleting-*` directories. Only called under the
@@ -243,12 +315,17 @@ fn build_snapshot(
         });
         (db, mine.and(alongside))
     });
-    let db = db?;
+    let mut db = db?;
+    db.owner = ownership_of(&paths.db_path)?;
     crash_point("create.after_db");
     let registry = copy_registry(dir, &paths.registry_path, progress)?;
     copied?;
     let copied_files = work.map(|(_, queue)| queue.into_results()).unwrap_or_default();
-    let chroma = chroma.map(|chroma| chroma.finish(copied_files)).transpose()?;
+    let mut chroma = chroma.map(|chroma| chroma.finish(copied_files)).transpose()?;
+    // What a restore gives a file it creates where none exists.
+    for file in chroma.iter_mut().flat_map(|chroma| chroma.files.iter_mut()) {
+        file.owner = ownership_of(&paths.chroma_dir.join(&file.path))?;
+    }
     crash_point("create.after_chroma");
     let manifest = BackupManifest {
         format_version: FORMAT_VERSION,
@@ -316,6 +393,7 @@ fn copy_registry(
         size_bytes,
         checksum,
         source_mtime_ns: None,
+        owner: ownership_of(registry_path)?,
     }))
 }
 

@@ -99,5 +99,6 @@ pub fn restore_options() -> RestoreOptions {
     RestoreOptions {
         include_chroma: None,
         pre_restore_snapshot: true,
+        chown: None,
     }
 }
