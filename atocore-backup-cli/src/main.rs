@@ -36,27 +36,39 @@ fn main() -> ExitCode {
 
 fn exit_code(class: ErrorClass) -> u8 {
     match class {
-        ErrorClass::Failed | ErrorClass::NotFound => exit::FAILED,
+        ErrorClass::Failed => exit::FAILED,
         ErrorClass::BadInput => exit::USAGE,
-        ErrorClass::InvalidBackup => exit::INVALID_BACKUP,
+        // "No such backup" is 3 in every command, as `validate` always said.
+        ErrorClass::InvalidBackup | ErrorClass::NotFound => exit::INVALID_BACKUP,
         ErrorClass::Refused => exit::REFUSED,
         ErrorClass::Busy => exit::BUSY,
     }
 }
 
-#[allow(clippy::print_stdout)]
+/// Writes to stdout. A reader that went away (`list | head -1`) ends the
+/// command quietly, as it ends `git` or `rg`: the work is done and nobody is
+/// left to read the rest.
 fn print(text: &str) {
-    print!("{text}");
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    if let Err(error) = written {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprint_line(&format!("error: cannot write to stdout: {error}"));
+        std::process::exit(i32::from(exit::FAILED));
+    }
 }
 
-#[allow(clippy::print_stderr)]
 fn eprint_line(text: &str) {
-    eprintln!("{text}");
+    eprint(&format!("{text}\n"));
 }
 
-#[allow(clippy::print_stderr)]
+/// Writes to stderr; a closed stderr loses the message but never panics.
 fn eprint(text: &str) {
-    eprint!("{text}");
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn print_json(value: &impl Serialize) {

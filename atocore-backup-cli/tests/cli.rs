@@ -368,10 +368,10 @@ fn restore_of_chroma_from_a_backup_without_it_exits_4() {
 }
 
 #[test]
-fn restore_of_an_unknown_stamp_exits_1_naming_it() {
+fn restore_of_an_unknown_stamp_exits_3_naming_it() {
     let env = Env::seeded();
     let (code, _, text) = env.run(&["restore", "20000101T000000Z", "--confirm-service-stopped"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     env.settings().bind(|| insta::assert_snapshot!(text));
 }
 
@@ -446,7 +446,7 @@ fn delete_removes_one_backup_and_names_an_unknown_one() {
     env.settings().bind(|| insta::assert_snapshot!("delete_ok", text));
     assert!(!env.root.join(format!("backups/snapshots/{stamp}")).exists());
     let (code, _, text) = env.run(&["delete", &stamp]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     env.settings()
         .bind(|| insta::assert_snapshot!("delete_unknown", text));
 }

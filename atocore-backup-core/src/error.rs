@@ -25,12 +25,14 @@ pub enum Error {
     },
 
     /// No snapshot directory exists for the stamp.
-    #[error("backup `{stamp}` does not exist in `{dir}`")]
+    #[error("no such backup: `{stamp}` does not exist in `{dir}`{}", nearest_text(.nearest))]
     BackupNotFound {
         /// The stamp asked for.
         stamp: String,
         /// The snapshots directory searched.
         dir: Utf8PathBuf,
+        /// The existing stamps closest in time to it, closest first.
+        nearest: Vec<String>,
     },
 
     /// A file-system operation failed; the `fs_err` source names the path.
@@ -84,6 +86,15 @@ pub enum Error {
     #[error("database `{path}` stayed locked for the whole online backup; try again when its writers pause")]
     DbBackupBusy {
         /// The database being copied.
+        path: Utf8PathBuf,
+    },
+
+    /// A registry path given explicitly names nothing.
+    #[error(
+        "registry `{path}` does not exist; it was given explicitly (--registry-path or ATOCORE_REGISTRY_PATH), so it is not treated as \"no registry yet\""
+    )]
+    RegistryMissing {
+        /// The registry path given.
         path: Utf8PathBuf,
     },
 
@@ -259,6 +270,20 @@ pub enum Error {
     },
 }
 
+fn nearest_text(nearest: &[String]) -> String {
+    match nearest {
+        [] => String::new(),
+        stamps => format!(
+            "; the nearest are {}",
+            stamps
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// How the contract classifies a failure: exit codes and HTTP statuses follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -266,7 +291,7 @@ pub enum ErrorClass {
     Failed,
     /// Bad input from the caller (a malformed stamp): exit 2, HTTP 400.
     BadInput,
-    /// No such backup: exit 1 from the CLI, HTTP 404.
+    /// No such backup: exit 3 from the CLI (as for an invalid one), HTTP 404.
     NotFound,
     /// The backup is invalid: exit 3.
     InvalidBackup,
@@ -302,6 +327,7 @@ impl Error {
             | Error::DbSourceUnopenable { .. }
             | Error::DbBackupBusy { .. }
             | Error::RegistryJson { .. }
+            | Error::RegistryMissing { .. }
             | Error::BadChecksum { .. }
             | Error::ChecksumMismatch { .. }
             | Error::ChromaUnstable { .. }

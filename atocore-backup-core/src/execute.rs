@@ -137,12 +137,18 @@ fn prepare(
 fn load_backup(paths: &RuntimePaths, stamp: &Stamp) -> Result<(BackupManifest, Utf8PathBuf)> {
     let dir = snapshot_dir(paths, stamp);
     if !dir.is_dir() {
-        return Err(Error::BackupNotFound {
-            stamp: stamp.to_string(),
-            dir: paths.snapshots_dir(),
-        });
+        return Err(crate::list::backup_not_found(&paths.snapshots_dir(), stamp));
     }
-    Ok((BackupManifest::load(&dir)?, dir))
+    // A snapshot whose manifest cannot be read is an invalid backup, as
+    // `validate` says of it, whatever the reason.
+    let manifest = BackupManifest::load(&dir).map_err(|error| match error.class() {
+        ErrorClass::InvalidBackup => error,
+        _ => Error::InvalidBackup {
+            stamp: stamp.to_string(),
+            first_error: error.chain(),
+        },
+    })?;
+    Ok((manifest, dir))
 }
 
 /// Restores backup `stamp` into `paths`.

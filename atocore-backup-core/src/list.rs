@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::create::{DELETING_PREFIX, PARTIAL_PREFIX};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::{BackupKind, BackupManifest};
 use crate::marker::RestoreMarker;
 use crate::paths::RuntimePaths;
@@ -153,5 +153,33 @@ fn summarize(dir: &Utf8Path, name: String) -> BackupSummary {
             format!("manifest names stamp `{}`, not its directory", manifest.stamp),
         ),
         Err(error) => BackupSummary::broken(name, error.chain()),
+    }
+}
+
+/// [`Error::BackupNotFound`] for `stamp`, naming the (up to three) existing
+/// stamps closest in time, so a mistyped digit finds its backup.
+pub(crate) fn backup_not_found(snapshots: &Utf8Path, stamp: &Stamp) -> Error {
+    // `YYYYMMDDHHMMSS` as a number orders and spaces stamps closely enough
+    // to find neighbours without parsing calendars.
+    let key = |text: &str| -> Option<u64> {
+        let digits: String = text.chars().take(16).filter(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let wanted = key(stamp.as_str()).unwrap_or(0);
+    let mut existing: Vec<(u64, String)> = fs::read_dir(snapshots)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let parsed: Stamp = name.parse().ok()?;
+            Some((key(parsed.as_str())?.abs_diff(wanted), name))
+        })
+        .collect();
+    existing.sort();
+    Error::BackupNotFound {
+        stamp: stamp.to_string(),
+        dir: snapshots.to_owned(),
+        nearest: existing.into_iter().take(3).map(|(_, name)| name).collect(),
     }
 }

@@ -19,6 +19,10 @@ pub struct RuntimePaths {
     pub registry_path: Utf8PathBuf,
     /// Where snapshots and the backup lock live.
     pub backup_dir: Utf8PathBuf,
+    /// Whether the registry path was given explicitly: then its absence is a
+    /// mistake to report, not "no registry yet".
+    #[serde(default)]
+    pub registry_required: bool,
 }
 
 /// Explicit values, each already resolved from flag-then-environment by the
@@ -42,6 +46,7 @@ impl RuntimePaths {
     pub fn resolve(overrides: PathOverrides) -> Self {
         let data_dir = overrides.data_dir.unwrap_or_else(|| "./data".into());
         RuntimePaths {
+            registry_required: overrides.registry_path.is_some(),
             db_path: overrides
                 .db_path
                 .unwrap_or_else(|| data_dir.join("db/atocore.db")),

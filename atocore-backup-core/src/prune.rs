@@ -496,10 +496,7 @@ pub(crate) fn remove_snapshot(_lock: &BackupDirLock, paths: &RuntimePaths, stamp
     let snapshots = paths.snapshots_dir();
     let dir = snapshots.join(stamp.as_str());
     if !dir.is_dir() {
-        return Err(Error::BackupNotFound {
-            stamp: stamp.to_string(),
-            dir: snapshots,
-        });
+        return Err(crate::list::backup_not_found(&snapshots, stamp));
     }
     let doomed = snapshots.join(format!("{DELETING_PREFIX}{stamp}"));
     fs::rename(&dir, &doomed)?;

@@ -27,6 +27,7 @@ fn every_error_text() {
         Error::BackupNotFound {
             stamp: "20260408T211748Z".into(),
             dir: "/b/snapshots".into(),
+            nearest: vec!["20260408T211749Z".into(), "20260407T211748Z".into()],
         },
         Error::Io(fs_err::read("/nonexistent/atocore.db").unwrap_err()),
         Error::NonUtf8Path {
@@ -92,6 +93,9 @@ fn every_error_text() {
         Error::Busy {
             path: "/b/.lock".into(),
             holder,
+        },
+        Error::RegistryMissing {
+            path: "/d/config/project-registy.json".into(),
         },
         Error::ServiceRunning {
             path: "/d/db/.atocore-service.lock".into(),

@@ -92,6 +92,7 @@ fn not_found(state: &AdminState, stamp: &Stamp) -> ApiError {
     ApiError::from(Error::BackupNotFound {
         stamp: stamp.to_string(),
         dir: state.paths().snapshots_dir(),
+        nearest: Vec::new(),
     })
 }
 

@@ -318,7 +318,10 @@ fn build_snapshot(
     let mut db = db?;
     db.owner = ownership_of(&paths.db_path)?;
     crash_point("create.after_db");
-    let registry = copy_registry(dir, &paths.registry_path, progress)?;
+    // A restore's own snapshot takes the runtime as it is: a registry the
+    // restore is about to create is legitimately absent.
+    let registry_required = paths.registry_required && live == LiveAccess::Shared;
+    let registry = copy_registry(dir, &paths.registry_path, registry_required, progress)?;
     copied?;
     let copied_files = work.map(|(_, queue)| queue.into_results()).unwrap_or_default();
     let mut chroma = chroma.map(|chroma| chroma.finish(copied_files)).transpose()?;
@@ -370,9 +373,17 @@ fn file_name(path: &Utf8Path) -> Result<&str> {
 fn copy_registry(
     dir: &Utf8Path,
     registry_path: &Utf8Path,
+    required: bool,
     progress: &dyn Progress,
 ) -> Result<Option<FileRecord>> {
     match fs::symlink_metadata(registry_path) {
+        // Only the default path may be absent (no registry yet); a path
+        // given explicitly that names nothing is a typo to report.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && required => {
+            return Err(Error::RegistryMissing {
+                path: registry_path.to_owned(),
+            });
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error.into()),
         Ok(_) => {}
