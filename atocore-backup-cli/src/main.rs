@@ -167,7 +167,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
             if json {
                 print_json(&report);
             } else {
-                print(&render::restore(&report));
+                print(&render::restore(&report, &absolute(&paths)));
             }
             Ok(match report.failure {
                 Some(class) => exit_code(class),
@@ -221,6 +221,23 @@ fn run(cli: Cli) -> Result<u8, Error> {
             }
             Ok(if report.success { 0 } else { exit::FAILED })
         }
+    }
+}
+
+/// `paths` made absolute, so a command printed for later runs from any directory.
+fn absolute(paths: &RuntimePaths) -> RuntimePaths {
+    let absolute = |path: &camino::Utf8Path| {
+        std::path::absolute(path)
+            .ok()
+            .and_then(|path| Utf8PathBuf::from_path_buf(path).ok())
+            .unwrap_or_else(|| path.to_owned())
+    };
+    RuntimePaths {
+        db_path: absolute(&paths.db_path),
+        chroma_dir: absolute(&paths.chroma_dir),
+        registry_path: absolute(&paths.registry_path),
+        backup_dir: absolute(&paths.backup_dir),
+        registry_required: paths.registry_required,
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use atocore_backup_core::{
     AllValidation, BackupKind, BackupListing, BackupManifest, DrillReport, GateStatus, PrunePlan,
-    PruneReport, RestorePlan, RestoreReport, RestoreStep, StepStatus, ValidationReport,
+    PruneReport, RestorePlan, RestoreReport, RestoreStep, RuntimePaths, StepStatus, ValidationReport,
 };
 use camino::Utf8Path;
 use indicatif::HumanBytes;
@@ -270,7 +270,31 @@ pub fn plan(plan: &RestorePlan) -> String {
     out
 }
 
-pub fn restore(report: &RestoreReport) -> String {
+/// A command that can be pasted as it is: every path flag spelled out, each
+/// argument quoted for a POSIX shell where it needs it.
+pub fn restore_command(paths: &RuntimePaths, stamp: &str) -> String {
+    let quote = |text: &str| {
+        if !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@,".contains(c))
+        {
+            text.to_owned()
+        } else {
+            format!("'{}'", text.replace('\'', r"'\''"))
+        }
+    };
+    format!(
+        "atocore-backup --db-path {} --chroma-dir {} --registry-path {} --backup-dir {} restore {} --confirm-service-stopped",
+        quote(paths.db_path.as_str()),
+        quote(paths.chroma_dir.as_str()),
+        quote(paths.registry_path.as_str()),
+        quote(paths.backup_dir.as_str()),
+        quote(stamp)
+    )
+}
+
+pub fn restore(report: &RestoreReport, paths: &RuntimePaths) -> String {
     let mut out = String::new();
     let verdict = if report.success { "restored" } else { "FAILED" };
     let _ = writeln!(out, "Restore of {} {verdict}", report.stamp);
@@ -292,11 +316,14 @@ pub fn restore(report: &RestoreReport) -> String {
     if let Some(text) = &report.integrity_check {
         let _ = writeln!(out, "  integrity_check: {text}");
     }
-    if let Some(pre) = &report.pre_restore_stamp {
-        let _ = writeln!(
-            out,
-            "  undo with: atocore-backup restore {pre} --confirm-service-stopped"
-        );
+    if let Some(undo) = &report.undo_stamp {
+        let _ = writeln!(out, "  undo with: {}", restore_command(paths, undo.as_str()));
+        if report.pre_restore_stamp.as_ref() != Some(undo) {
+            let _ = writeln!(
+                out,
+                "  ({undo} is the runtime before the interrupted restore this one completed)"
+            );
+        }
     }
     for warning in &report.warnings {
         let _ = writeln!(out, "  warning: {warning}");

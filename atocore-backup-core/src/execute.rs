@@ -79,8 +79,12 @@ pub struct RestoreReport {
     pub steps: Vec<StepReport>,
     /// The plan's warnings.
     pub warnings: Vec<String>,
-    /// The pre-restore snapshot taken: `restore <it>` undoes this restore.
+    /// The pre-restore snapshot taken by this run.
     pub pre_restore_stamp: Option<Stamp>,
+    /// What `restore <it>` undoes this restore to: this run's pre-restore
+    /// snapshot, or, when this run completed an interrupted restore, the one
+    /// that restore took first (the runtime before the incident).
+    pub undo_stamp: Option<Stamp>,
     /// What `PRAGMA integrity_check` returned on the restored db.
     pub integrity_check: Option<String>,
     /// True only if every step that ran succeeded and integrity is `ok`.
@@ -182,7 +186,11 @@ pub fn restore_backup(
     let service_lock = gates.service_lock;
     // An earlier restore's marker means the runtime may already be
     // half-restored: only a completed restore may remove it.
-    let live_changed = RestoreMarker::read(paths)?.is_some();
+    let interrupted = RestoreMarker::read(paths)?;
+    let live_changed = interrupted.is_some();
+    // The state before the incident is what the first attempt saved, not
+    // the half-restored runtime this attempt's snapshot holds.
+    let undo_stamp_before = interrupted.and_then(|marker| marker.pre_restore_stamp);
     let report = std::thread::scope(|scope| {
         Executor {
             scope,
@@ -198,6 +206,7 @@ pub fn restore_backup(
             staged_bytes: 0,
             checked_db: None,
             live_changed,
+            undo_stamp_before,
         }
         .run(plan)
     });
@@ -229,6 +238,8 @@ struct Executor<'scope, 'env> {
     /// The staged db as validation left it: a copy of the db it checked, with
     /// the same checksum.
     checked_db: Option<FileIdentity>,
+    /// The pre-restore snapshot of an interrupted restore this one completes.
+    undo_stamp_before: Option<Stamp>,
     /// Whether any live file has been touched, by this restore or by an
     /// interrupted one; until then a failure can remove the marker, because
     /// the runtime is still exactly as it was.
@@ -338,6 +349,7 @@ impl<'scope, 'env> Executor<'scope, 'env> {
             success: !failed && integrity_ok,
             steps: reports,
             warnings,
+            undo_stamp: self.undo_stamp_before.or_else(|| self.pre_restore_stamp.clone()),
             pre_restore_stamp: self.pre_restore_stamp,
             integrity_check: self.integrity_check,
             failure,
@@ -472,7 +484,11 @@ impl<'scope, 'env> Executor<'scope, 'env> {
                     pid: std::process::id(),
                     pre_restore_stamp: None,
                 });
-                marker.pre_restore_stamp = Some(snapshot.stamp.clone());
+                // An interrupted restore's snapshot holds the runtime from
+                // before the incident: the marker keeps naming it.
+                if marker.pre_restore_stamp.is_none() {
+                    marker.pre_restore_stamp = Some(snapshot.stamp.clone());
+                }
                 marker.write(self.paths)?;
                 Ok(Outcome::Done(format!(
                     "snapshot `{}` holds the runtime as it was; restore it to undo this restore",

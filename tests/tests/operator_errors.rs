@@ -99,3 +99,70 @@ fn an_explicit_registry_path_that_names_nothing_fails_the_create() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("registry  absent at the source"));
 }
+
+/// The undo line is one command that works pasted into a shell anywhere,
+/// and after an interrupted restore it goes back to before the incident.
+#[test]
+fn the_undo_line_can_be_pasted_and_names_the_state_before_the_incident() {
+    let scratch = Scratch::seeded(200);
+    let stamp = scratch.create(true);
+    // Written after the backup: only the state before the incident has it.
+    let marker_rows = |scratch: &Scratch| -> i64 {
+        rusqlite::Connection::open(&scratch.paths.db_path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM memories WHERE content = 'after the backup'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    rusqlite::Connection::open(&scratch.paths.db_path)
+        .unwrap()
+        .execute(
+            "INSERT INTO memories (project_id, content, embedding, created_at) VALUES (1, 'after the backup', x'00', 'later')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(marker_rows(&scratch), 1);
+    let crashed = scratch
+        .cli(&["restore", &stamp, "--confirm-service-stopped"])
+        .env("ATOCORE_BACKUP_CRASH_AT", "restore.after_db_swap")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    let first_snapshot = {
+        let marker: serde_json::Value =
+            serde_json::from_slice(&fs::read(scratch.paths.restore_marker_path()).unwrap()).unwrap();
+        marker["pre_restore_stamp"].as_str().unwrap().to_owned()
+    };
+    let finished = scratch.run(&["restore", &stamp, "--confirm-service-stopped"]);
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stdout)
+    );
+    let text = String::from_utf8_lossy(&finished.stdout);
+    let undo = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("undo with: "))
+        .unwrap_or_else(|| panic!("no undo line: {text}"));
+    assert!(undo.contains(&format!("restore {first_snapshot} ")), "{text}");
+    // Pasted from another directory, with the bare binary name on PATH.
+    let bin_dir = atocore_backup_tests::workspace_bin("atocore-backup")
+        .parent()
+        .unwrap()
+        .to_owned();
+    let pasted = std::process::Command::new("sh")
+        .args(["-c", undo])
+        .current_dir("/")
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        pasted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pasted.stderr)
+    );
+    assert_eq!(marker_rows(&scratch), 1, "back to before the incident");
+}
