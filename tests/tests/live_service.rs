@@ -32,7 +32,8 @@ fn assert_refused_naming(scratch: &Scratch, args: &[&str], pid: u32) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{args:?}: {stdout}{stderr}");
-    let named = format!("pid {pid} (/");
+    // argv[0] as the shell gave it: `python3` or a full path to it.
+    let named = format!("pid {pid} (");
     assert!(
         (stderr.contains(&named) || stdout.contains(&named)) && (stderr + stdout).contains("python3"),
         "{args:?} names the service: {}{}",
