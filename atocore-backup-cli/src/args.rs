@@ -137,6 +137,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether `--json` was asked for: failures then print JSON too.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Create { json, .. }
+            | Command::List { json }
+            | Command::Validate { json, .. }
+            | Command::Restore { json, .. }
+            | Command::Prune { json, .. }
+            | Command::Delete { json, .. }
+            | Command::Drill { json, .. } => *json,
+        }
+    }
+}
+
 /// restic-style keep rules; at least one is required.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {

@@ -25,12 +25,35 @@ mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.command.json();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprint_line(&format!("error: {}", error.chain()));
-            ExitCode::from(exit_code(error.class()))
+            let code = exit_code(error.class());
+            if json {
+                let body = serde_json::json!({"error": {
+                    "kind": error_kind(error.class()),
+                    "message": error.chain(),
+                    "exit_code": code,
+                }});
+                eprint_line(&body.to_string());
+            } else {
+                eprint_line(&format!("error: {}", error.chain()));
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+/// The `kind` of a `--json` failure, as the HTTP API names its codes.
+fn error_kind(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Failed => "failed",
+        ErrorClass::BadInput => "bad_input",
+        ErrorClass::NotFound => "not_found",
+        ErrorClass::InvalidBackup => "invalid_backup",
+        ErrorClass::Refused => "refused",
+        ErrorClass::Busy => "busy",
     }
 }
 

@@ -166,3 +166,20 @@ fn the_undo_line_can_be_pasted_and_names_the_state_before_the_incident() {
     );
     assert_eq!(marker_rows(&scratch), 1, "back to before the incident");
 }
+
+#[test]
+fn a_json_failure_is_json_on_stderr_with_the_exit_code() {
+    let scratch = Scratch::seeded(100);
+    let output = scratch.run(&["restore", "20000101T000000Z", "--dry-run", "--json"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(output.stdout.is_empty());
+    let error: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
+    assert_eq!(error["error"]["kind"], "not_found");
+    assert_eq!(error["error"]["exit_code"], 3);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such backup")
+    );
+}
