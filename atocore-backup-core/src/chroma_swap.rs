@@ -176,15 +176,17 @@ fn adopt_owners(
     let Some(root) = owners.root else {
         return Ok(());
     };
+    // One lookup per entry: a tree holds thousands of files.
+    let recorded_owners: std::collections::HashMap<&str, Ownership> = record
+        .files
+        .iter()
+        .filter_map(|file| Some((file.path.as_str(), file.owner?)))
+        .collect();
     for entry in walk_tree(staging)? {
         if entry.relative == INNER_STAGING || entry.relative == INNER_OLD {
             continue;
         }
-        let recorded = record
-            .files
-            .iter()
-            .find(|file| file.path == entry.relative)
-            .and_then(|file| file.owner);
+        let recorded = recorded_owners.get(entry.relative.as_str()).copied();
         let replaced = ownership_of(&live.join(&entry.relative))?;
         let owner = resolve_owner(replaced, Some(root), recorded, owners.chown, entry.is_dir);
         if let Some(owner) = owner {

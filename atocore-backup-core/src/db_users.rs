@@ -19,10 +19,10 @@ use std::path::Path;
 use camino::{Utf8Path, Utf8PathBuf};
 use fs_err as fs;
 use fs_err::os::unix::fs::OpenOptionsExt;
-use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 
 use crate::error::Result;
+use crate::record_lock::conflicting_lock;
 
 /// One process that has the db (or a sidecar) open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,25 +252,9 @@ fn probe_sqlite_locks(file: &Watched) -> Result<Option<Option<u32>>> {
     if meta.dev() != file.dev || meta.ino() != file.ino {
         return Ok(None);
     }
-    let mut probe = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: start,
-        l_len: len,
-        l_pid: 0,
-    };
     // An open file description's probe: it takes nothing, and a conflicting
     // POSIX lock (SQLite's kind) comes back with its owner's pid.
-    fcntl(handle.file(), FcntlArg::F_OFD_GETLK(&mut probe)).map_err(|errno| {
-        std::io::Error::new(
-            std::io::Error::from(errno).kind(),
-            format!("cannot probe the locks on `{}`: {errno}", file.path),
-        )
-    })?;
-    if probe.l_type == libc::F_UNLCK as libc::c_short {
-        return Ok(None);
-    }
-    Ok(Some(u32::try_from(probe.l_pid).ok().filter(|pid| *pid > 0)))
+    conflicting_lock(&handle, &file.path, start, len)
 }
 
 /// `/proc/<pid>/cmdline` with its NULs as spaces and control characters
@@ -286,11 +270,20 @@ fn command_line(process: &Path) -> String {
         let comm = fs::read(process.join("comm")).unwrap_or_default();
         text = format!("[{}]", String::from_utf8_lossy(&comm).trim());
     }
-    let mut escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    let mut escaped: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
     if escaped.chars().count() > 160 {
         escaped = escaped.chars().take(157).collect::<String>() + "...";
     }
-    escaped.replace("\\\"", "\"").replace("\\'", "'")
+    escaped
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ mod ownership;
 mod paths;
 mod plan;
 mod prune;
+mod record_lock;
 mod sqlite;
 mod sqlite_lazy_vfs;
 mod sqlite_vfs;

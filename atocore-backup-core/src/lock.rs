@@ -23,6 +23,7 @@ use crate::durable::{adopt_owner_of_dir, create_dir_durably};
 use crate::error::{Error, Result};
 use crate::marker::RestoreMarker;
 use crate::paths::RuntimePaths;
+use crate::record_lock::{conflicting_lock, try_lock_whole_file};
 
 /// Who holds a lock, as written into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +97,7 @@ fn try_lock(path: &Utf8Path, mode: u32) -> Result<Attempt> {
     // moment; a few short retries tell that apart from a real holder.
     for _ in 0..CONTENTION_RETRIES {
         match file.file().try_lock() {
-            Ok(()) => match try_record_lock(&file, path)? {
+            Ok(()) => match try_lock_whole_file(&file, path)? {
                 true => return Ok(Attempt::Held(HeldLock { file })),
                 false => {
                     let _ = file.file().unlock();
@@ -113,28 +114,6 @@ fn try_lock(path: &Utf8Path, mode: u32) -> Result<Attempt> {
         }
     }
     Ok(Attempt::Contended(file))
-}
-
-/// The `fcntl` half: an open-file-description write lock on the whole file,
-/// which conflicts with POSIX record locks another process holds.
-fn try_record_lock(file: &fs::File, path: &Utf8Path) -> Result<bool> {
-    use nix::fcntl::{FcntlArg, fcntl};
-    use nix::libc;
-    let whole_file = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    match fcntl(file.file(), FcntlArg::F_OFD_SETLK(&whole_file)) {
-        Ok(_) => Ok(true),
-        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(false),
-        Err(errno) => Err(Error::Io(std::io::Error::new(
-            std::io::Error::from(errno).kind(),
-            format!("cannot lock `{path}`: {errno}"),
-        ))),
-    }
 }
 
 impl HeldLock {
@@ -265,7 +244,6 @@ impl ServiceLock {
 /// Who holds the service lock, if anyone, found without taking it, without
 /// creating its file and without a lock of this process's own to drop.
 pub(crate) fn probe_service_lock(paths: &RuntimePaths) -> Result<Option<String>> {
-    use nix::fcntl::{FcntlArg, fcntl};
     use nix::libc;
     let path = paths.service_lock_path();
     let opened = fs::OpenOptions::new()
@@ -289,22 +267,10 @@ pub(crate) fn probe_service_lock(paths: &RuntimePaths) -> Result<Option<String>>
             Err(TryLockError::WouldBlock) => false,
             Err(TryLockError::Error(source)) => return Err(source.into()),
         };
-        let mut probe = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        fcntl(file.file(), FcntlArg::F_OFD_GETLK(&mut probe)).map_err(|errno| {
-            std::io::Error::new(
-                std::io::Error::from(errno).kind(),
-                format!("cannot probe the locks on `{path}`: {errno}"),
-            )
-        })?;
+        let record_lock_free = conflicting_lock(&file, &path, 0, 0)?.is_none();
         // `try_lock_shared` is free beside another reader: only an exclusive
         // `flock` (what holders take) fails it.
-        if flock_free && probe.l_type == libc::F_UNLCK as libc::c_short {
+        if flock_free && record_lock_free {
             return Ok(None);
         }
         std::thread::sleep(CONTENTION_PAUSE);
